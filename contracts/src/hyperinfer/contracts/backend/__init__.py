@@ -1,0 +1,1 @@
+"""backend contracts, one module per major version."""

@@ -1,0 +1,1 @@
+"""config contracts, one module per major version."""

@@ -1,0 +1,1 @@
+"""dlq contracts, one module per major version."""

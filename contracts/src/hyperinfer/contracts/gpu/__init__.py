@@ -1,0 +1,1 @@
+"""gpu contracts, one module per major version."""

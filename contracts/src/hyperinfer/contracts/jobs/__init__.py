@@ -1,0 +1,1 @@
+"""jobs contracts, one module per major version."""

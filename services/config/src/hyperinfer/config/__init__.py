@@ -1,0 +1,1 @@
+"""HyperInfer config: Governance data, admin API, versioned config snapshot pushed to every node."""

@@ -1,0 +1,1 @@
+"""HyperInfer event-pipeline: Durable priority job queues, workers, retries, dead-letter queue."""

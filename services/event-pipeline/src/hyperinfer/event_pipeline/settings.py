@@ -1,0 +1,18 @@
+"""Settings of the event-pipeline service.
+
+Env prefix ``HYPERINFER_EVENT_PIPELINE_`` for own fields;
+shared infrastructure reads ``HYPERINFER_*``.
+"""
+
+from __future__ import annotations
+
+from hyperinfer.runtime.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class EventPipelineSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HYPERINFER_EVENT_PIPELINE_", extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    http_port: int = 8105

@@ -1,0 +1,1 @@
+"""HyperInfer gpu-collector: NVML and engine metrics per node, published on NATS."""

@@ -1,0 +1,1 @@
+"""HyperInfer quota: Budget periods, settlement and reconciliation, alerts, quota request/reply."""

@@ -1,0 +1,1 @@
+"""HyperInfer router: Backend scoring, health and ejection; publishes the routing table."""

@@ -11,10 +11,28 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from hyperinfer.runtime.errors import SettingsError
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "dev", "secret", "dev-master-key"})
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "dev",
+        "secret",
+        "dev-master-key",
+        "dev-admin-key",
+        "dev-internal-key",
+    }
+)
 
 
 class ServiceSettings(BaseSettings):
@@ -41,6 +59,16 @@ class ServiceSettings(BaseSettings):
     postgres_dsn: SecretStr = Field(
         default=SecretStr("postgresql://postgres@127.0.0.1:5432/hyperinfer"),
         validation_alias=AliasChoices("postgres_dsn", "HYPERINFER_POSTGRES_DSN"),
+    )
+    admin_key: SecretStr = Field(
+        default=SecretStr("dev-admin-key"),
+        description="master admin key for admin APIs (config, telemetry spend API)",
+        validation_alias=AliasChoices("admin_key", "HYPERINFER_ADMIN_KEY"),
+    )
+    internal_key: SecretStr = Field(
+        default=SecretStr("dev-internal-key"),
+        description="shared key for internal endpoints (X-Internal-Key)",
+        validation_alias=AliasChoices("internal_key", "HYPERINFER_INTERNAL_KEY"),
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535)
@@ -77,10 +105,16 @@ class ServiceSettings(BaseSettings):
         _require_scheme(value.get_secret_value(), ("postgresql", "postgres"), "PostgreSQL DSN")
         return value
 
+    @model_validator(mode="after")
+    def _real_shared_secrets(self) -> ServiceSettings:
+        self.require_real_secret("admin_key", self.admin_key)
+        self.require_real_secret("internal_key", self.internal_key)
+        return self
+
     def require_real_secret(self, name: str, value: SecretStr) -> None:
         """Outside dev/test, refuse placeholder secrets."""
         if self.environment == "prod" and value.get_secret_value() in PLACEHOLDER_SECRETS:
-            raise SettingsError(f"setting {name} holds a placeholder secret; set a real one")
+            raise ValueError(f"setting {name} holds a placeholder secret; set a real one")
 
 
 def _require_scheme(value: str, schemes: tuple[str, ...], what: str) -> str:

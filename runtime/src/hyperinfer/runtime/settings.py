@@ -142,8 +142,11 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
         return cls(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ())) or "?"
+        message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        if not field:
+            raise SettingsError(f"invalid settings: {message}") from None
         prefix = cls.model_config.get("env_prefix", "HYPERINFER_")
         raise SettingsError(
-            f"invalid setting {field} (env {prefix}{field.upper()}): {err.get('msg')}"
+            f"invalid setting {field} (env {prefix}{field.upper()}): {message}"
         ) from None

@@ -27,7 +27,9 @@ from hyperinfer.contracts.routing import v1 as routing_v1
 from hyperinfer.contracts.usage import v1 as usage_v1
 from pydantic import BaseModel, ValidationError
 
-Transport = Literal["nats", "jetstream", "redis_stream", "redis_pubsub", "nats_request"]
+Transport = Literal[
+    "nats", "jetstream", "redis_stream", "redis_pubsub", "redis_key", "nats_request"
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class MessageSpec:
     publisher: str
     subscribers: tuple[str, ...]
     summary: str
+    reply: builtins.type[BaseModel] | None = None
+    also_on: tuple[tuple[str, Transport], ...] = ()
 
 
 _JOB_CHANNEL = names.JOBS_PREFIX + ".{priority}."
@@ -56,13 +60,14 @@ MESSAGES: tuple[MessageSpec, ...] = (
         "config",
         ("ingress", "quota", "router", "event-pipeline"),
         "A governance change was committed; fetch the snapshot at this version.",
+        also_on=((names.CONFIG_UPDATES_CHANNEL, "redis_pubsub"),),
     ),
     MessageSpec(
         "config.snapshot",
         1,
         config_v1.ConfigSnapshot,
         names.CONFIG_SNAPSHOT_KEY,
-        "redis_pubsub",
+        "redis_key",
         "config",
         ("ingress", "client"),
         "The full data-plane config at one version (Redis key + pub/sub notice).",
@@ -96,6 +101,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
         "client",
         ("quota",),
         "Check limits without reserving.",
+        reply=quota_v1.QuotaDecision,
     ),
     MessageSpec(
         quota_v1.COMMAND_RESERVE,
@@ -106,6 +112,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
         "client",
         ("quota",),
         "Reserve a request's share of limits.",
+        reply=quota_v1.QuotaDecision,
     ),
     MessageSpec(
         quota_v1.COMMAND_SETTLE,
@@ -116,6 +123,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
         "client",
         ("quota",),
         "Settle a reservation with actual usage.",
+        reply=quota_v1.SettleResult,
     ),
     MessageSpec(
         quota_v1.EVENT_THRESHOLD_CROSSED,
@@ -176,6 +184,10 @@ MESSAGES: tuple[MessageSpec, ...] = (
         "router",
         ("ingress", "client"),
         "A new versioned routing table.",
+        also_on=(
+            (names.ROUTING_TABLE_KEY, "redis_key"),
+            (names.ROUTING_UPDATES_CHANNEL, "redis_pubsub"),
+        ),
     ),
     MessageSpec(
         routing_v1.COMMAND_RESOLVE,
@@ -186,6 +198,7 @@ MESSAGES: tuple[MessageSpec, ...] = (
         "client",
         ("router",),
         "Ask the router to choose a backend.",
+        reply=routing_v1.RouteResolution,
     ),
     MessageSpec(
         jobs_v1.TYPE_INFERENCE_REQUESTED,

@@ -76,15 +76,24 @@ async def apply_migrations(
                 if applied[mig.version] != mig.checksum:
                     raise MigrationError(f"migration {mig.name} changed after it was applied")
                 continue
-            async with conn.transaction():
-                await conn.execute(mig.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    mig.version,
-                    mig.name,
-                    mig.checksum,
-                )
+            await _apply_one(conn, mig)
             done.append(mig.name)
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
+
+
+async def _apply_one(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, mig: Migration
+) -> None:
+    try:
+        async with conn.transaction():
+            await conn.execute(mig.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                mig.version,
+                mig.name,
+                mig.checksum,
+            )
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(f"migration {mig.name} failed: {exc}") from exc

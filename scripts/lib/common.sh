@@ -42,7 +42,7 @@ ensure_uv() {
 
 ensure_python_deps() {
   ensure_uv
-  (cd "$ROOT" && uv sync --all-packages --frozen -q) || die "uv sync failed"
+  (cd "$ROOT" && uv sync --all-packages --frozen --inexact -q) || die "uv sync failed"
 }
 
 ensure_redis_binary() { command -v redis-server >/dev/null || apt_install redis-server; }

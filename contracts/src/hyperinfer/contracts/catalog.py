@@ -48,7 +48,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         schema["$id"] = f"hyperinfer:{spec.type}:v{spec.version}"
         out[schema_filename(spec)] = schema
         if spec.reply is not None:
-            reply = spec.reply.model_json_schema()
+            reply = Envelope[spec.reply].model_json_schema()  # type: ignore[name-defined]
+            reply["title"] = f"{spec.type}.reply v{spec.version}"
             reply["$id"] = f"hyperinfer:{spec.type}.reply:v{spec.version}"
             out[f"{spec.type}.reply.v{spec.version}.json"] = reply
     return out
@@ -67,7 +68,7 @@ def asyncapi_document() -> dict[str, Any]:
             messages[msg_id + "_reply"] = {
                 "name": spec.reply.__name__,
                 "contentType": "application/json",
-                "payload": _schema_ref(spec.reply, schemas),
+                "payload": _payload(spec.reply, Envelope, schemas),
             }
         places = ((spec.channel, spec.transport), *spec.also_on)
         for index, (address, transport) in enumerate(places):

@@ -281,12 +281,26 @@ def decode_envelope(raw: bytes | str) -> Envelope[Any]:
         envelope = RawEnvelope.model_validate_json(raw)
     except ValidationError as exc:
         raise InvalidMessage(f"not a valid envelope: {_first_error(exc)}") from exc
-    spec = spec_for(envelope.type, envelope.schema_version)
+    model = model_for(envelope.type, envelope.schema_version)
     try:
-        data = spec.model.model_validate(envelope.data)
+        data = model.model_validate(envelope.data)
     except ValidationError as exc:
-        raise InvalidMessage(f"invalid {spec.type} v{spec.version}: {_first_error(exc)}") from exc
+        where = f"{envelope.type} v{envelope.schema_version}"
+        raise InvalidMessage(f"invalid {where}: {_first_error(exc)}") from exc
     return Envelope[Any](**{**envelope.model_dump(exclude={"data"}), "data": data})
+
+
+REPLY_SUFFIX = ".reply"
+
+
+def model_for(message_type: str, version: int = 1) -> builtins.type[BaseModel]:
+    """The payload model of a type; ``<command>.reply`` is the command's reply model."""
+    if message_type.endswith(REPLY_SUFFIX):
+        spec = spec_for(message_type.removesuffix(REPLY_SUFFIX), version)
+        if spec.reply is None:
+            raise UnknownMessageType(f"{spec.type} has no reply")
+        return spec.reply
+    return spec_for(message_type, version).model
 
 
 def _first_error(exc: ValidationError) -> str:

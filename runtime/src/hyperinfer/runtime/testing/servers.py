@@ -51,8 +51,8 @@ class ServerProcess:
         raise NotImplementedError
 
     def start(self) -> None:
-        log = (self.workdir / "server.log").open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.workdir)
+        with (self.workdir / "server.log").open("ab") as log:  # the child keeps its own fd
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.workdir)
         try:
             wait_for_port(self.port)
         except TimeoutError:

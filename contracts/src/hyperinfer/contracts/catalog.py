@@ -30,7 +30,7 @@ _BINDING_NOTE: dict[Transport, str] = {
     "jetstream": "JetStream (durable)",
     "redis_stream": "Redis Stream entry, one field `envelope` holding the JSON envelope",
     "redis_pubsub": "Redis pub/sub",
-    "redis_key": "Redis string key holding the JSON document",
+    "redis_key": "Redis hash: field `document` holds the JSON document, `version` its version",
 }
 
 

@@ -68,17 +68,18 @@ def jobs_stream(priority: Priority) -> str:
 
 DLQ_STREAM: Final = "HYPERINFER_DLQ"
 USAGE_STREAM_NATS: Final = "HYPERINFER_USAGE"
-ROUTING_KV_BUCKET: Final = "hyperinfer_routing"
-CONFIG_KV_BUCKET: Final = "hyperinfer_config"
 
 # --- Redis keys, streams and channels -----------------------------------------------
 REDIS_PREFIX: Final = "hyperinfer:"
+# Versioned documents are Redis hashes with fields ``version`` and ``document``
+# (one key, one Cluster slot); a notice on the channel announces each new version.
 CONFIG_SNAPSHOT_KEY: Final = "hyperinfer:config"
-CONFIG_VERSION_KEY: Final = "hyperinfer:config:version"
 CONFIG_UPDATES_CHANNEL: Final = "hyperinfer:config_updates"
 USAGE_STREAM: Final = "hyperinfer:usage"
 USAGE_DLQ_STREAM: Final = "hyperinfer:usage:dlq"
+USAGE_STREAM_FIELD: Final = "envelope"  # one field per entry: the JSON envelope
 USAGE_CONSUMER_GROUP: Final = "telemetry"
+QUOTA_USAGE_CONSUMER_GROUP: Final = "quota"
 ROUTING_TABLE_KEY: Final = "hyperinfer:routing:table"
 ROUTING_UPDATES_CHANNEL: Final = "hyperinfer:routing_updates"
 CACHE_PREFIX: Final = "hyperinfer:cache:"

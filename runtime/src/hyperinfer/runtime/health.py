@@ -10,7 +10,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Gauge
 
 CheckFn = Callable[[], Awaitable[None]]
 DetailFn = Callable[[], Awaitable[dict[str, Any]] | dict[str, Any]]
@@ -73,3 +75,25 @@ async def _maybe_await(value: Any) -> Any:
     if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
         return await value
     return value
+
+
+class VersionedSource(Protocol):
+    """A local copy of a pushed document (config snapshot, routing table)."""
+
+    @property
+    def version(self) -> int: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def expose_version(
+    health: Health, registry: CollectorRegistry, name: str, source: VersionedSource
+) -> None:
+    """Report ``source``'s applied version in ``/health/detailed`` and as a gauge."""
+    health.add_detail(name, source.status)
+    gauge = Gauge(
+        f"hyperinfer_{name}_version_applied",
+        f"the {name} version this node applies",
+        registry=registry,
+    )
+    gauge.set_function(lambda: source.version)

@@ -14,6 +14,13 @@ class _Model(BaseModel):
 
 
 class BackendStateReported(_Model):
+    """One scrape of one backend. Absent fields: the engine does not expose them.
+
+    ``latency_ms_avg``, ``throughput_tokens_per_s``, ``queue_time_ms_avg``, ``error_rate``
+    and ``requests_per_s`` are windowed (since the previous scrape), the ``*_total``
+    fields are the engine's cumulative counters, the others are gauges.
+    """
+
     backend_id: str
     engine: Literal["vllm", "triton", "openai_compatible", "unknown"] = "unknown"
     node: str | None = None
@@ -30,3 +37,16 @@ class BackendStateReported(_Model):
     queue_time_us_total: float | None = None
     inference_count_total: float | None = None
     pending_requests: float | None = None
+    not_ready_models: list[str] = Field(
+        default_factory=list, description="configured models the engine reports as not ready"
+    )
+    queue_time_ms_avg: float | None = Field(
+        default=None, description="mean queue time of requests finished since the last scrape"
+    )
+    error_rate: float | None = Field(
+        default=None, ge=0, le=1, description="failed / finished since the last scrape"
+    )
+    requests_per_s: float | None = None
+    interval_s: float | None = Field(
+        default=None, gt=0, description="the scrape interval: consumers derive staleness from it"
+    )

@@ -17,6 +17,9 @@ class GpuProcess(_Model):
     pid: int
     used_memory_bytes: int | None = None
     name: str | None = None
+    kind: Literal["compute", "graphics"] | None = Field(
+        default=None, description="which NVML process list it came from"
+    )
 
 
 class GpuSample(_Model):
@@ -36,8 +39,12 @@ class GpuSample(_Model):
     clock_memory_mhz: int | None = None
     pstate: int | None = None
     processes: list[GpuProcess] | None = None
-    ecc_errors_corrected: int | None = None
-    ecc_errors_uncorrected: int | None = None
+    ecc_errors_corrected: int | None = Field(
+        default=None, description="volatile count (since the last driver load)"
+    )
+    ecc_errors_uncorrected: int | None = Field(
+        default=None, description="volatile count (since the last driver load)"
+    )
     mig_mode: bool | None = None
 
 
@@ -52,3 +59,6 @@ class GpuMetricsReported(_Model):
     cuda_version: str | None = None
     nvml_version: str | None = None
     gpus: list[GpuSample] = Field(default_factory=list)
+    interval_s: float | None = Field(
+        default=None, gt=0, description="the poll interval: consumers derive staleness from it"
+    )

@@ -58,6 +58,7 @@ class NatsConnection:
         self.url = url
         self.name = name
         self._nc: NatsClient | None = None
+        self._closing = False
 
     @property
     def client(self) -> NatsClient:
@@ -97,7 +98,8 @@ class NatsConnection:
         log.debug("nats error: %s", exc)
 
     async def _on_disconnect(self) -> None:
-        log.warning("nats disconnected", extra={"dependency": "nats"})
+        if not self._closing:  # our own close is not news
+            log.warning("nats disconnected", extra={"dependency": "nats"})
 
     async def _on_reconnect(self) -> None:
         log.info("nats reconnected", extra={"dependency": "nats"})
@@ -111,6 +113,7 @@ class NatsConnection:
         return DependencyCheck("nats", self.check)
 
     async def close(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.drain(), 5)

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import ORJSONResponse
 from hyperinfer.runtime.health import Health
 from hyperinfer.runtime.logs import request_id_var
 from hyperinfer.runtime.tracing import extract_from
@@ -30,7 +30,6 @@ def build_http_app(
         title=f"HyperInfer {health.service}",
         version=health.version,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
         **fastapi_kwargs,
     )
     duration = Histogram(
@@ -78,13 +77,15 @@ def _add_health_routes(app: FastAPI, health: Health, registry: CollectorRegistry
         return {"status": "ok", "service": health.service}
 
     @app.get("/health/ready", tags=["health"])
-    async def readiness() -> ORJSONResponse:
+    async def readiness() -> Response:
         deps = await health.readiness()
         failing = sorted(name for name, state in deps.items() if state != "ok")
         body: dict[str, Any] = {"status": "ready" if not failing else "not_ready", "checks": deps}
         if failing:
             body["failing"] = failing
-        return ORJSONResponse(body, status_code=503 if failing else 200)
+        return Response(
+            orjson.dumps(body), status_code=503 if failing else 200, media_type="application/json"
+        )
 
     @app.get("/health/detailed", tags=["health"])
     async def detailed() -> dict[str, Any]:

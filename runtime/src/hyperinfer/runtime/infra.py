@@ -48,8 +48,23 @@ class Infra:
             health.add_check(conn.health_check())
 
     async def connect(self, timeout_s: float) -> None:
-        """Connect everything concurrently; the first failure is one clear error."""
-        await asyncio.gather(*(c.connect(timeout_s) for c in self._present()))
+        """Connect everything concurrently; the first failure is one clear error.
+
+        The other attempts are cancelled then, so nothing retries on in the background.
+        """
+        tasks = [asyncio.ensure_future(c.connect(timeout_s)) for c in self._present()]
+        if not tasks:
+            return
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self._present()), return_exceptions=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import socket
 import sys
@@ -82,7 +83,7 @@ async def serve(service: Service) -> None:
             service.app,
             log_config=None,
             access_log=False,
-            timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+            timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
             lifespan="off",
             loop="asyncio",
         )

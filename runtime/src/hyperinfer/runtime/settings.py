@@ -89,6 +89,14 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("shutdown_grace_s", "HYPERINFER_SHUTDOWN_GRACE_S"),
     )
 
+    @field_validator("http_port")
+    @classmethod
+    def _tcp_port(cls, value: int) -> int:
+        # a validator, not Field(ge, le): services redeclare http_port with their default
+        if not 0 <= value <= 65535:
+            raise ValueError("must be a TCP port number, 0-65535")
+        return value
+
     @field_validator("nats_url")
     @classmethod
     def _nats_scheme(cls, value: str) -> str:
@@ -146,7 +154,21 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
         field = ".".join(str(p) for p in err.get("loc", ()))
         if not field:
             raise SettingsError(f"invalid settings: {message}") from None
-        prefix = cls.model_config.get("env_prefix", "HYPERINFER_")
-        raise SettingsError(
-            f"invalid setting {field} (env {prefix}{field.upper()}): {message}"
-        ) from None
+        name, env = _field_and_env(cls, field)
+        raise SettingsError(f"invalid setting {name} (env {env}): {message}") from None
+
+
+def _field_and_env(cls: type[ServiceSettings], loc: str) -> tuple[str, str]:
+    """The field an error location names, and the environment variable that sets it.
+
+    Shared fields are read from ``HYPERINFER_<FIELD>`` (their alias), not from the
+    service's own prefix; the location may be the field name or the alias used.
+    """
+    prefix = str(cls.model_config.get("env_prefix", "HYPERINFER_"))
+    for name, info in cls.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        envs = [c for c in choices if isinstance(c, str) and c.upper() == c]
+        if loc == name or loc.upper() in envs:
+            return name, envs[0] if envs else f"{prefix}{name.upper()}"
+    return loc, f"{prefix}{loc.upper()}"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,8 +125,14 @@ async def _truncate_all(dsn: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def private_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = PostgresServer(Path(tmp_path_factory.mktemp("pg")))
-    server.start()
-    yield server
-    server.stop()
+def private_postgres() -> Iterator[PostgresServer]:
+    # Not under pytest's tmp dir: that is private to its owner (0700), and as root the
+    # server runs as the postgres user, which could not reach it.
+    workdir = Path(tempfile.mkdtemp(prefix="hyperinfer-pg-"))
+    server = PostgresServer(workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

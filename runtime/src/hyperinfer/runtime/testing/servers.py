@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -52,13 +53,19 @@ class ServerProcess:
 
     def start(self) -> None:
         with (self.workdir / "server.log").open("ab") as log:  # the child keeps its own fd
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log, cwd=self.workdir)
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=log, cwd=self.workdir, **self.popen_options()
+            )
         try:
             wait_for_port(self.port)
         except TimeoutError:
             self.stop()
             tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{type(self).__name__} did not start:\n{tail}") from None
+
+    def popen_options(self) -> dict[str, Any]:
+        """Extra ``subprocess.Popen`` arguments (a server may run as another user)."""
+        return {}
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -175,26 +182,30 @@ class PostgresServer(ServerProcess):
     def _run_as(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *argv] if self._as_postgres else argv
 
+    def popen_options(self) -> dict[str, Any]:
+        # the postmaster itself, not a runuser wrapper, so stop() signals the server
+        if self._as_postgres:
+            return {"user": "postgres", "group": "postgres", "extra_groups": []}
+        return {}
+
     def command(self) -> list[str]:
-        return self._run_as(
-            [
-                str(self.bindir / "postgres"),
-                "-D",
-                str(self.datadir),
-                "-p",
-                str(self.port),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                f"unix_socket_directories={self.workdir}",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]
-        )
+        return [
+            str(self.bindir / "postgres"),
+            "-D",
+            str(self.datadir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.workdir}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+        ]
 
     def start(self) -> None:
         if not (self.datadir / "PG_VERSION").exists():

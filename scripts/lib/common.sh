@@ -59,10 +59,43 @@ nats_binary() {
   else echo "$venv_bin"; fi
 }
 
+# Start a background process, recording its pid and its executable so that
+# scripts/down stops exactly this process (and never a later one that reused the pid).
+# Start interpreters explicitly (python -m ...), not scripts, so the executable is known.
 start_bg() { # name logfile cmd...
-  local name=$1 logf=$2; shift 2
-  nohup "$@" >>"$logf" 2>&1 &
+  local name=$1 logf=$2 exe; shift 2
+  exe=$(readlink -f "$(command -v "$1")")
+  nohup "$@" >>"$logf" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/pids/$name.pid"
+  echo "$exe" >"$RUN_DIR/pids/$name.exe"
+}
+
+# The pid recorded for NAME if that process is still the one we started; else nothing.
+recorded_pid() { # name
+  local pidf="$RUN_DIR/pids/$1.pid" exef="$RUN_DIR/pids/$1.exe" pid
+  [ -f "$pidf" ] || return 1
+  pid=$(cat "$pidf")
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  if [ -f "$exef" ]; then
+    [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(cat "$exef")" ] || return 1
+  fi
+  echo "$pid"
+}
+
+# SIGTERM the recorded process, wait for it to exit (SIGKILL after TIMEOUT s), forget it.
+stop_recorded() { # name [timeout_s]
+  local name=$1 timeout=${2:-30} pid i
+  if pid=$(recorded_pid "$name"); then
+    say "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < timeout * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "$name (pid $pid) still running after ${timeout} s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  fi
+  rm -f "$RUN_DIR/pids/$name.pid" "$RUN_DIR/pids/$name.exe"
 }
 
 ensure_nats() {
@@ -105,4 +138,85 @@ ensure_postgres() {
     || die "PostgreSQL did not start (see $RUN_DIR/logs/postgres.log)"
   head -n 1 "$data/postmaster.pid" >"$RUN_DIR/pids/postgres.pid"
   echo "$data" >"$RUN_DIR/pids/postgres.datadir"
+}
+
+# Stop the PostgreSQL cluster that ensure_postgres started (pg_ctl, fast mode), if any.
+stop_postgres() {
+  local data bin
+  [ -f "$RUN_DIR/pids/postgres.datadir" ] || return 0
+  data=$(cat "$RUN_DIR/pids/postgres.datadir")
+  bin=$(pg_bindir)
+  if [ -n "$bin" ] && [ -f "$data/postmaster.pid" ]; then
+    say "stopping PostgreSQL ($data)"
+    as_postgres "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null \
+      || say "pg_ctl stop failed (see $RUN_DIR/logs/postgres.log)"
+  fi
+  rm -f "$RUN_DIR/pids/postgres.pid" "$RUN_DIR/pids/postgres.datadir"
+}
+
+# --- the seven services -------------------------------------------------------------
+# name:default-port, in start order (config applies the migrations, so it goes first).
+SERVICES=(config:8100 ingress:8080 quota:8101 telemetry:8102 gpu-collector:8103
+  router:8104 event-pipeline:8105)
+PG_DATABASE="${HYPERINFER_PG_DATABASE:-hyperinfer}"
+PG_USER="${HYPERINFER_PG_USER:-postgres}"
+
+service_names() { local s; for s in "${SERVICES[@]}"; do echo "${s%%:*}"; done; }
+
+# The HTTP port of a service: HYPERINFER_<SERVICE>_HTTP_PORT, else its default.
+service_port() { # name
+  local s var
+  for s in "${SERVICES[@]}"; do
+    if [ "${s%%:*}" = "$1" ]; then
+      var="HYPERINFER_$(service_env_prefix "$1")_HTTP_PORT"
+      echo "${!var:-${s##*:}}"
+      return 0
+    fi
+  done
+  die "unknown service $1"
+}
+service_env_prefix() { echo "$1" | tr 'a-z-' 'A-Z_'; } # gpu-collector -> GPU_COLLECTOR
+service_module() { echo "hyperinfer.$(echo "$1" | tr '-' '_')"; }
+
+# The HTTP status of a GET (000 when nothing answers), with the venv's Python.
+http_status() { # url
+  "$ROOT/.venv/bin/python" - "$1" <<'PY'
+import sys, urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=3).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except OSError:
+    print("000")
+PY
+}
+
+pg_admin_dsn() {
+  local auth="$PG_USER"
+  [ -n "${HYPERINFER_PG_PASSWORD:-}" ] && auth="$PG_USER:$HYPERINFER_PG_PASSWORD"
+  echo "postgresql://$auth@127.0.0.1:$PG_PORT/${1:-postgres}"
+}
+
+# Create the database $PG_DATABASE if it does not exist (asyncpg: no psql needed).
+ensure_database() {
+  [[ "$PG_DATABASE" =~ ^[a-z_][a-z0-9_]*$ ]] \
+    || die "HYPERINFER_PG_DATABASE must be a plain lower-case name, got '$PG_DATABASE'"
+  "$ROOT/.venv/bin/python" - "$(pg_admin_dsn)" "$PG_DATABASE" <<'PY' || die "could not create the database $PG_DATABASE on 127.0.0.1:$PG_PORT"
+import asyncio, sys
+import asyncpg
+
+async def main(dsn: str, name: str) -> None:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        sys.exit(f"error: cannot connect to PostgreSQL: {exc}")
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            print(f"PostgreSQL: created database {name}", file=sys.stderr)
+    finally:
+        await conn.close()
+
+asyncio.run(main(*sys.argv[1:]))
+PY
 }

@@ -34,6 +34,9 @@ class InferenceCompleted(_Model):
     response: dict[str, Any] | None = None
     error: str | None = None
     completed_at: AwareDatetime
+    webhook_url: str | None = Field(
+        default=None, description="where the requester asked to be called back, if anywhere"
+    )
 
 
 class WebhookDeliver(_Model):

@@ -1,0 +1,1 @@
+"""Real adapters of the pipeline's ports, beside their fakes."""

@@ -75,27 +75,42 @@ recorded_pid() { # name
   local pidf="$RUN_DIR/pids/$1.pid" exef="$RUN_DIR/pids/$1.exe" pid
   [ -f "$pidf" ] || return 1
   pid=$(cat "$pidf")
-  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && pid_alive "$pid" || return 1
   if [ -f "$exef" ]; then
     [ "$(readlink -f "/proc/$pid/exe" 2>/dev/null)" = "$(cat "$exef")" ] || return 1
   fi
   echo "$pid"
 }
 
-# SIGTERM the recorded process, wait for it to exit (SIGKILL after TIMEOUT s), forget it.
-stop_recorded() { # name [timeout_s]
-  local name=$1 timeout=${2:-30} pid i
-  if pid=$(recorded_pid "$name"); then
-    say "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < timeout * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "$name (pid $pid) still running after ${timeout} s; killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-      for ((i = 0; i < 50; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+# Alive and not a zombie (an exited process whose reaper has not collected it yet).
+pid_alive() { # pid
+  local state
+  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# SIGTERM the recorded processes together, wait for each to exit (SIGKILL after TIMEOUT
+# s), forget them.
+stop_recorded() { # timeout_s name...
+  local timeout=$1 name pid i t pids=() names=()
+  shift
+  for name in "$@"; do
+    if pid=$(recorded_pid "$name"); then
+      say "stopping $name (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid"); names+=("$name")
     fi
-  fi
-  rm -f "$RUN_DIR/pids/$name.pid" "$RUN_DIR/pids/$name.exe"
+  done
+  for i in "${!pids[@]}"; do
+    pid=${pids[i]}
+    for ((t = 0; t < timeout * 10; t++)); do pid_alive "$pid" || break; sleep 0.1; done
+    if pid_alive "$pid"; then
+      say "${names[i]} (pid $pid) still running after ${timeout} s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      for ((t = 0; t < 50; t++)); do pid_alive "$pid" || break; sleep 0.1; done
+    fi
+  done
+  for name in "$@"; do rm -f "$RUN_DIR/pids/$name.pid" "$RUN_DIR/pids/$name.exe"; done
 }
 
 ensure_nats() {

@@ -35,6 +35,11 @@ class TeamConfig(_Model):
     id: str
     name: str
     failure_policy: FailurePolicy = "closed"
+    budget_micros: int | None = Field(
+        default=None,
+        ge=0,
+        description="the team's budget per period; also folded into the team's QuotaConfig",
+    )
 
 
 class KeyConfig(_Model):

@@ -1,0 +1,91 @@
+"""Every service, as a real process: starts, connects to its dependencies, reports health
+and metrics, and shuts down cleanly on SIGTERM (issue 2, item 8)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hyperinfer.runtime.testing.servers import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+SERVICES = ["config", "ingress", "quota", "telemetry", "gpu-collector", "router", "event-pipeline"]
+
+
+def env_prefix(service: str) -> str:
+    return "HYPERINFER_" + service.upper().replace("-", "_") + "_"
+
+
+@pytest.fixture
+def service_process(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    nats_url: str,
+    redis_url: str,
+    postgres_dsn: str,
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    service: str = request.param
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERINFER_")}
+    env |= {
+        "HYPERINFER_NATS_URL": nats_url,
+        "HYPERINFER_REDIS_URL": redis_url,
+        "HYPERINFER_POSTGRES_DSN": postgres_dsn,
+        "HYPERINFER_ENVIRONMENT": "test",
+        f"{env_prefix(service)}HTTP_PORT": str(port),
+    }
+    log = tmp_path / f"{service}.log"
+    module = "hyperinfer." + service.replace("-", "_")
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", module], env=env, stderr=out)
+    yield proc, port, log
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> httpx.Response:
+    deadline = time.monotonic() + 60
+    last: httpx.Response | None = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited {proc.returncode}: {log.read_text()[-2000:]}"
+        try:
+            last = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=3)
+        except httpx.HTTPError:
+            last = None
+        if last is not None and last.status_code == 200:
+            return last
+        time.sleep(0.2)
+    got = "no answer" if last is None else f"{last.status_code} {last.text}"
+    pytest.fail(f"not ready within 60 s ({got}): {log.read_text()[-2000:]}")
+
+
+@pytest.mark.parametrize("service_process", SERVICES, indirect=True)
+def test_service_starts_ready_reports_and_stops_cleanly(
+    service_process: tuple[subprocess.Popen[bytes], int, Path],
+) -> None:
+    proc, port, log = service_process
+    ready = wait_ready(proc, port, log).json()
+    assert ready["status"] == "ready"
+    assert ready["checks"], "a service with no dependency checks cannot report readiness"
+    assert set(ready["checks"].values()) == {"ok"}
+
+    base = f"http://127.0.0.1:{port}"
+    assert httpx.get(f"{base}/health", timeout=3).json()["status"] == "ok"
+    detailed = httpx.get(f"{base}/health/detailed", timeout=3).json()
+    assert detailed["dependencies"] == ready["checks"]
+    metrics = httpx.get(f"{base}/metrics", timeout=3)
+    assert metrics.status_code == 200
+    assert "hyperinfer_http_request_duration_seconds" in metrics.text
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, log.read_text()[-2000:]
+    assert "Traceback" not in log.read_text()

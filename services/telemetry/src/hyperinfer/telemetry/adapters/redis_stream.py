@@ -1,0 +1,233 @@
+"""The usage stream as one consumer of group ``telemetry`` sees it (Redis Streams).
+
+Reading (new entries, this consumer's own pending ones, idle ones of dead consumers),
+acknowledging together with dead-lettering, keeping held entries from looking idle,
+lag figures for metrics, and the safe trim (only entries every group has acknowledged).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from hyperinfer.contracts import Envelope, names, utc_now
+from hyperinfer.contracts.dlq import v1 as dlq_v1
+from hyperinfer.telemetry.intake import ENVELOPE_FIELD, Rejected, StreamEntry
+from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
+
+_MAX_DLQ_PAYLOAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """Entries taken over from idle consumers, with how often each was delivered."""
+
+    entries: list[StreamEntry]
+    deliveries: dict[bytes, int]
+    next_cursor: bytes
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """Where the group stands: for gauges and ``/health/detailed``."""
+
+    length: int
+    lag: int | None
+    pending: int
+    oldest_pending_age_s: float
+    undelivered_age_s: float
+    consumers: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stream_length": self.length,
+            "lag": self.lag,
+            "pending": self.pending,
+            "oldest_pending_age_s": round(self.oldest_pending_age_s, 3),
+            "undelivered_age_s": round(self.undelivered_age_s, 3),
+            "consumers": self.consumers,
+        }
+
+
+def is_missing_group(exc: ResponseError) -> bool:
+    """The stream or the group is gone (a Redis restart without persistence, a flush)."""
+    return str(exc).startswith("NOGROUP")
+
+
+def id_millis(entry_id: bytes | str) -> int:
+    """The producer time (ms) encoded in a stream id ``<ms>-<seq>``."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
+
+
+def next_id(entry_id: bytes | str) -> str:
+    """The smallest id after ``entry_id``."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, seq = text.split("-", 1)
+    return f"{ms}-{int(seq) + 1}"
+
+
+class UsageStream:
+    """One consumer's handle on ``hyperinfer:usage`` and its dead-letter stream."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        consumer: str,
+        *,
+        stream: str = names.USAGE_STREAM,
+        group: str = names.USAGE_CONSUMER_GROUP,
+        dlq_stream: str = names.USAGE_DLQ_STREAM,
+        dlq_max_len: int = 100_000,
+    ) -> None:
+        self.redis = redis
+        self.consumer = consumer
+        self.stream = stream
+        self.group = group
+        self.dlq_stream = dlq_stream
+        self._dlq_max_len = dlq_max_len
+
+    async def ensure_group(self) -> None:
+        """Create the group at the start of the stream (nothing already there is skipped)."""
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read(self, start: str, count: int, block_ms: int | None) -> list[StreamEntry]:
+        """``start`` ``>``: new entries; ``0``: this consumer's own pending entries."""
+        reply: Any = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
+        return list(reply[0][1]) if reply else []
+
+    async def claim_idle(self, min_idle_ms: int, cursor: bytes, count: int) -> Claimed:
+        """XAUTOCLAIM idle entries of other (dead) consumers, plus their delivery counts."""
+        reply: Any = await self.redis.xautoclaim(
+            self.stream, self.group, self.consumer, min_idle_ms, start_id=cursor, count=count
+        )
+        entries = [e for e in reply[1] if e and e[0]]
+        return Claimed(entries, await self.deliveries(entries), reply[0])
+
+    async def deliveries(self, entries: Sequence[StreamEntry]) -> dict[bytes, int]:
+        """How often each of ``entries`` (held by this consumer) was delivered."""
+        if not entries:
+            return {}
+        rows: Any = await self.redis.xpending_range(
+            self.stream,
+            self.group,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries) * 2,
+            consumername=self.consumer,
+        )
+        return {r["message_id"]: int(r["times_delivered"]) for r in rows}
+
+    async def touch(self, ids: Sequence[bytes]) -> None:
+        """Reset the idle time of entries this consumer still works on (no new delivery)."""
+        if ids:
+            await self.redis.xclaim(
+                self.stream, self.group, self.consumer, 0, list(ids), justid=True
+            )
+
+    async def settle(self, ack_ids: Sequence[bytes], rejected: Sequence[Rejected]) -> None:
+        """Dead-letter ``rejected``, then acknowledge ``ack_ids``, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in rejected:
+                pipe.xadd(
+                    self.dlq_stream,
+                    dead_letter_fields(item, self.stream),
+                    maxlen=self._dlq_max_len,
+                    approximate=True,
+                )
+            if ack_ids:
+                pipe.xack(self.stream, self.group, *ack_ids)
+            await pipe.execute()
+
+    async def stats(self) -> GroupStats:
+        groups = await self.redis.xinfo_groups(self.stream)
+        mine = next((g for g in groups if _text(g["name"]) == self.group), None)
+        length = int(await self.redis.xlen(self.stream))
+        if mine is None:
+            return GroupStats(length, None, 0, 0.0, 0.0, 0)
+        now_ms = time.time() * 1000
+        pending = int(mine["pending"])
+        oldest = 0.0
+        if pending:
+            summary = await self.redis.xpending(self.stream, self.group)
+            if summary.get("min"):
+                oldest = max(0.0, (now_ms - id_millis(summary["min"])) / 1000)
+        lag = mine.get("lag")
+        return GroupStats(
+            length,
+            None if lag is None else int(lag),
+            pending,
+            oldest,
+            await self._undelivered_age(mine["last-delivered-id"], now_ms),
+            int(mine["consumers"]),
+        )
+
+    async def _undelivered_age(self, last_delivered: bytes | str, now_ms: float) -> float:
+        """Age of the oldest entry not yet delivered to the group (0 when caught up)."""
+        after: Any = await self.redis.xrange(self.stream, min=f"({_text(last_delivered)}", count=1)
+        return max(0.0, (now_ms - id_millis(after[0][0])) / 1000) if after else 0.0
+
+    async def trim_acknowledged(self) -> int:
+        """Drop entries that every consumer group has read and acknowledged."""
+        groups = await self.redis.xinfo_groups(self.stream)
+        if not groups:
+            return 0
+        keep_from = [await self._first_needed(g) for g in groups]
+        minid = min(keep_from, key=lambda i: tuple(int(p) for p in i.split("-")))
+        return int(await self.redis.xtrim(self.stream, minid=minid, approximate=False))
+
+    async def _first_needed(self, group: Mapping[str, Any]) -> str:
+        if int(group["pending"]):
+            summary = await self.redis.xpending(self.stream, group["name"])
+            return _text(summary["min"])
+        return next_id(group["last-delivered-id"])
+
+    async def drop_stale_consumers(self, idle_s: float) -> list[str]:
+        """Forget consumers (dead replicas) idle for ``idle_s`` with nothing pending."""
+        dropped = []
+        for c in await self.redis.xinfo_consumers(self.stream, self.group):
+            name = _text(c["name"])
+            if int(c["pending"]) == 0 and int(c["idle"]) > idle_s * 1000 and name != self.consumer:
+                await self.redis.xgroup_delconsumer(self.stream, self.group, name)
+                dropped.append(name)
+        return dropped
+
+
+def dead_letter_fields(item: Rejected, stream: str) -> dict[FieldT, EncodableT]:
+    """A DLQ stream entry: a ``dlq.dead_lettered`` envelope plus the reason, readable as is."""
+    payload = item.fields.get(ENVELOPE_FIELD, b"")
+    headers = {_text(k): _text(v) for k, v in item.fields.items() if k != ENVELOPE_FIELD}
+    entry = dlq_v1.DeadLettered(
+        original_subject=stream,
+        original_id=_text(item.entry_id),
+        original_payload=payload[:_MAX_DLQ_PAYLOAD].decode("utf-8", "replace"),
+        original_headers=headers,
+        reason=item.reason,
+        detail=item.detail[:2000],
+        attempts=item.attempts,
+        source="telemetry",
+        failed_at=utc_now(),
+    )
+    env = Envelope[dlq_v1.DeadLettered](
+        type=dlq_v1.EVENT_DEAD_LETTERED, source="telemetry", data=entry
+    )
+    return {
+        ENVELOPE_FIELD: orjson.dumps(env.model_dump(mode="json")),
+        "reason": item.reason.encode(),
+        "original_id": _text(item.entry_id).encode(),
+    }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

@@ -1,0 +1,136 @@
+"""The spend and usage API (admin-authenticated, team-scoped); errors as RFC 9457 problem+json.
+
+``GET /v1/usage``         usage and cost grouped by team/key/model/backend and/or
+                          minute/hour/day/month over a period, paginated, with totals
+``GET /v1/usage/top``     top consumers (teams, keys, models or backends) by a metric
+``GET /v1/usage/export``  the same groups as ``/v1/usage``, every row, as CSV
+
+Periods are UTC whole minutes ``[start, end)``; without them, this month so far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from hyperinfer.contracts import utc_now
+from hyperinfer.contracts.config.v1 import ConfigSnapshot
+from hyperinfer.runtime import get_logger
+from hyperinfer.telemetry import handlers
+from hyperinfer.telemetry.errors import TelemetryError, Unauthorized
+from hyperinfer.telemetry.handlers import Principal, QueryParams, SpendStore
+
+log = get_logger(__name__)
+PROBLEM = "application/problem+json"
+Clock = Callable[[], datetime]
+
+
+class SnapshotSource(Protocol):
+    @property
+    def snapshot(self) -> ConfigSnapshot: ...
+
+
+def mount(
+    app: FastAPI,
+    *,
+    admin_key: str,
+    config: SnapshotSource,
+    team_admin_scope: str,
+    store: SpendStore,
+    export_max_rows: int,
+    clock: Clock = utc_now,
+) -> None:
+    """Add the usage routes and the problem+json translation to ``app``."""
+
+    def principal(
+        authorization: str | None = Header(default=None),
+        x_api_key: str | None = Header(default=None),
+    ) -> Principal:
+        token = handlers.bearer_token(authorization, x_api_key)
+        return handlers.authenticate(token, admin_key, config.snapshot, team_admin_scope, clock())
+
+    def params(
+        start: datetime | None = Query(None, description="UTC, inclusive (floored to the minute)"),
+        end: datetime | None = Query(None, description="UTC, exclusive (rounded up to the minute)"),
+        group_by: str = Query("team", description="team,key,model,backend,minute,hour,day,month"),
+        team_id: str | None = None,
+        key_id: str | None = None,
+        model: str | None = None,
+        backend_id: str | None = None,
+        limit: int = Query(100, ge=1, le=handlers.MAX_PAGE),
+        cursor: str | None = None,
+    ) -> QueryParams:
+        return QueryParams(start, end, group_by, team_id, key_id, model, backend_id, limit, cursor)
+
+    router = APIRouter(prefix="/v1/usage", tags=["usage"])
+
+    @router.get("")
+    async def usage(
+        who: Principal = Depends(principal), p: QueryParams = Depends(params)
+    ) -> dict[str, Any]:
+        return await handlers.usage_page(store, handlers.build_query(who, p, clock()))
+
+    @router.get("/top")
+    async def top(
+        who: Principal = Depends(principal),
+        by: Literal["team", "key", "model", "backend"] = "team",
+        metric: Literal["cost", "tokens", "requests", "errors"] = "cost",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        team_id: str | None = None,
+        model: str | None = None,
+        backend_id: str | None = None,
+        limit: int = Query(10, ge=1, le=handlers.MAX_PAGE),
+    ) -> dict[str, Any]:
+        p = QueryParams(start, end, by, team_id, None, model, backend_id, limit)
+        query = handlers.build_query(who, p, clock(), order_by=metric)
+        return await handlers.top_consumers(store, query)
+
+    @router.get("/export", response_class=Response)
+    async def export(
+        who: Principal = Depends(principal), p: QueryParams = Depends(params)
+    ) -> Response:
+        query = handlers.build_query(who, p, clock())
+        body = await handlers.export_csv(store, query, export_max_rows)
+        name = f"usage-{query.start:%Y%m%dT%H%M}-{query.end:%Y%m%dT%H%M}.csv"
+        return Response(
+            body,
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{name}"'},
+        )
+
+    app.include_router(router)
+    app.add_exception_handler(TelemetryError, _problem)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_problem)
+
+
+def problem(status: int, title: str, detail: str, instance: str) -> ORJSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body["instance"] = instance
+    return ORJSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+async def _problem(request: Request, exc: TelemetryError) -> ORJSONResponse:
+    response = problem(exc.status, exc.title, str(exc) or exc.title, request.url.path)
+    if isinstance(exc, Unauthorized):
+        response.headers["www-authenticate"] = "Bearer"
+    return response
+
+
+async def _validation_problem(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "header"))
+    detail = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
+    return problem(400, "invalid request", detail, request.url.path)
+
+
+async def _unexpected_problem(request: Request, exc: Exception) -> ORJSONResponse:
+    log.exception("usage API request failed", exc_info=exc)
+    return problem(
+        500, "internal error", "the request failed; see the service log", request.url.path
+    )

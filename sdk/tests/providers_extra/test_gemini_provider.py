@@ -19,7 +19,7 @@ from hyperinfer.client.providers.base import PoolLimits, Provider, Upstream
 from hyperinfer.client.providers.gemini import GeminiProvider, to_gemini
 from hyperinfer.client.testing import fake_gemini
 from hyperinfer.client.testing.fake_core import FakeState
-from hyperinfer.client.testing.http_server import HttpServer
+from hyperinfer.client.testing.fake_upstream import FakeUpstream
 from hyperinfer.contracts.config.v1 import BackendConfig
 from hyperinfer.runtime.testing.servers import free_port
 
@@ -57,13 +57,10 @@ def upstream_at(url: str, api_key: str | None = KEY, timeout_s: float = 5.0) -> 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[Fake]:
-    state = FakeState(api_key=KEY)
-    server = HttpServer(lambda req, resp: fake_gemini.handle(state, req, resp))
-    await server.start()
-    provider = GeminiProvider(PoolLimits())
-    yield Fake(state, provider, upstream_at(f"http://127.0.0.1:{server.port}"))
-    await provider.aclose()
-    await server.stop()
+    async with FakeUpstream(api_key=KEY) as server:
+        provider = GeminiProvider(PoolLimits())
+        yield Fake(server.state, provider, upstream_at(server.url))
+        await provider.aclose()
 
 
 def chat(text: str = "hello gemini", **extra: Any) -> dict[str, Any]:

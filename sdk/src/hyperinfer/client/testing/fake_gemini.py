@@ -240,3 +240,7 @@ async def handle(state: FakeState, request: HttpRequest, responder: HttpResponde
         await responder.send(exc.status, error_body(exc.status, exc.message))
         return
     await serve_exchange(state, GENERATE, request, responder)
+
+
+ROUTES = (("POST", PATH_PREFIX + "*", handle),)
+"""(method, path, handler) for ``fake_upstream.WIRE_ROUTES``: every Gemini model method."""

@@ -16,7 +16,8 @@ or in-process::
 
 Wire formats (one module each, all answering the same deterministic "model" of
 ``fake_model``): OpenAI (``/v1/chat/completions``, ``/v1/embeddings``, ``/v1/models``)
-in ``fake_openai``, Anthropic (``/v1/messages``) in ``fake_anthropic``. A new protocol
+in ``fake_openai``, Anthropic (``/v1/messages``) in ``fake_anthropic``, Gemini
+(``/v1beta/models/{model}:generateContent`` ...) in ``fake_gemini``. A new protocol
 is a module with ``ROUTES`` added to ``WIRE_ROUTES`` below.
 
 Behaviour (``fake_core.Behaviour``: latency, failures, faults, fixed answers) applies
@@ -47,7 +48,7 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from hyperinfer.client.testing import fake_anthropic, fake_openai
+from hyperinfer.client.testing import fake_anthropic, fake_gemini, fake_openai
 from hyperinfer.client.testing.fake_core import (
     LATENCY_BUCKETS,
     Behaviour,
@@ -59,7 +60,11 @@ from hyperinfer.client.testing.http_server import HttpRequest, HttpResponder, Ht
 RouteHandler = Callable[[FakeState, HttpRequest, HttpResponder], Awaitable[None]]
 Route = tuple[str, str, RouteHandler]
 
-WIRE_ROUTES: tuple[Route, ...] = (*fake_openai.ROUTES, *fake_anthropic.ROUTES)
+WIRE_ROUTES: tuple[Route, ...] = (
+    *fake_openai.ROUTES,
+    *fake_anthropic.ROUTES,
+    *fake_gemini.ROUTES,
+)
 
 
 class FakeUpstream:

@@ -88,4 +88,3 @@ async def make_ledger(
     for rig in rigs:
         await rig.ledger.stop(5)
     provider.shutdown()
-

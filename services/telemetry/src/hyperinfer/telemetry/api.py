@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from hyperinfer.contracts import utc_now
 from hyperinfer.contracts.config.v1 import ConfigSnapshot
 from hyperinfer.runtime import get_logger
@@ -109,27 +109,27 @@ def mount(
     app.add_exception_handler(Exception, _unexpected_problem)
 
 
-def problem(status: int, title: str, detail: str, instance: str) -> ORJSONResponse:
+def problem(status: int, title: str, detail: str, instance: str) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     body["instance"] = instance
-    return ORJSONResponse(body, status_code=status, media_type=PROBLEM)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM)
 
 
-async def _problem(request: Request, exc: TelemetryError) -> ORJSONResponse:
+async def _problem(request: Request, exc: TelemetryError) -> Response:
     response = problem(exc.status, exc.title, str(exc) or exc.title, request.url.path)
     if isinstance(exc, Unauthorized):
         response.headers["www-authenticate"] = "Bearer"
     return response
 
 
-async def _validation_problem(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+async def _validation_problem(request: Request, exc: RequestValidationError) -> Response:
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "header"))
     detail = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
     return problem(400, "invalid request", detail, request.url.path)
 
 
-async def _unexpected_problem(request: Request, exc: Exception) -> ORJSONResponse:
+async def _unexpected_problem(request: Request, exc: Exception) -> Response:
     log.exception("usage API request failed", exc_info=exc)
     return problem(
         500, "internal error", "the request failed; see the service log", request.url.path

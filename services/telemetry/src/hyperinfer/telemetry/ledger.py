@@ -263,7 +263,7 @@ class Ledger:
                 self._metrics.write_failures.inc()
                 self._fail(f"postgres: {exc}")
                 await heartbeat.beat()
-                await self._sleep(backoff.next(), force=True)
+                await self._sleep(min(backoff.next(), heartbeat.every_s), force=True)
                 continue
             self._recover()
             return new_ids
@@ -297,9 +297,12 @@ class Ledger:
             m.dead_lettered.labels(item.reason).inc()
             log.warning(
                 "usage entry dead-lettered",
-                extra={"entry_id": item.entry_id.decode(), "reason": item.reason,
-                       "detail": item.detail[:300]},
-            )  # fmt: skip
+                extra={
+                    "entry_id": item.entry_id.decode(),
+                    "reason": item.reason,
+                    "detail": item.detail[:300],
+                },
+            )
         m.batches.inc()
         m.batch_size.observe(len(intake.ack_ids))
         m.batch_seconds.observe(took_s)
@@ -337,7 +340,7 @@ class Ledger:
             if budget <= 0:
                 return
             tp = event.traceparent
-            if not tp or not tp.endswith("-01"):
+            if not tp or not _sampled(tp):
                 continue
             budget -= 1
             span = self._tracer.start_span(
@@ -387,6 +390,14 @@ class Ledger:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
 
+def _sampled(traceparent: str) -> bool:
+    """The sampled bit of a W3C ``traceparent``'s flags (other bits, e.g. random, vary)."""
+    try:
+        return bool(int(traceparent[-2:], 16) & 0x01)
+    except ValueError:
+        return False
+
+
 def _span_context(traceparent: str | None) -> trace.SpanContext | None:
     if not traceparent:
         return None
@@ -415,11 +426,11 @@ class _Heartbeat:
     def __init__(self, stream: UsageStream, ids: Sequence[bytes], every_s: float) -> None:
         self._stream = stream
         self._ids = ids
-        self._every = every_s
+        self.every_s = every_s
         self._last = time.monotonic()
 
     async def beat(self) -> None:
-        if time.monotonic() - self._last < self._every:
+        if time.monotonic() - self._last < self.every_s:
             return
         with contextlib.suppress(RedisError, OSError):
             await self._stream.touch(self._ids)

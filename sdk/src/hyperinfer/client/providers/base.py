@@ -53,7 +53,7 @@ class Upstream:
     model: str
     api_key: str | None = None
     timeout_s: float = 60.0
-    extra_headers: Mapping[str, str] = field(default=NO_HEADERS)
+    extra_headers: Mapping[str, str] = field(default_factory=lambda: NO_HEADERS)
     """More headers from the backend's decrypted credentials (e.g. an org id)."""
 
     @property

@@ -10,6 +10,7 @@
     ├── ModelNotFound                    404     not_found_error
     ├── RateLimited                      429     rate_limit_error (+ Retry-After)
     ├── QuotaUnavailable                 503     service_unavailable (quota store down, fail-closed)
+    ├── NotReady                         503     service_unavailable (no config snapshot loaded yet)
     └── UpstreamError                    502     upstream_error    (a provider failed)
         ├── UpstreamStatusError          its status mapped: 4xx as is, 5xx → 502, 429 → 429
         ├── UpstreamTimeout              504     timeout
@@ -112,6 +113,14 @@ class QuotaUnavailable(HyperInferError):
     status = 503
     error_type = "service_unavailable"
     code = "quota_unavailable"
+
+
+class NotReady(HyperInferError):
+    """This node has no config snapshot yet: it cannot tell a good key from a bad one."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "config_not_loaded"
 
 
 class UpstreamError(HyperInferError):

@@ -1,0 +1,133 @@
+"""Anthropic's Messages API behind OpenAI chat shapes (translation in ``anthropic_format``).
+
+``BackendConfig.base_url`` is the API root without ``/v1`` (like the Anthropic SDK's
+``base_url``): ``https://api.anthropic.com``. The key goes in ``x-api-key``; requests
+carry ``anthropic-version``. Anthropic has no embeddings API: ``embeddings`` raises an
+``UpstreamStatusError`` 400 (not retried on another candidate... unless it serves them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from hyperinfer.client.anthropic_format import (
+    ChunksFromEvents,
+    from_messages_response,
+    to_messages_request,
+)
+from hyperinfer.client.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from hyperinfer.client.providers.base import (
+    PoolLimits,
+    Upstream,
+    parse_json_object,
+    pooled_http_client,
+    raise_for_status,
+    request_timeout,
+    translate_transport_errors,
+)
+from hyperinfer.client.providers.sse import sse_events
+
+ANTHROPIC_API = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+# an ``error`` event mid-stream carries its type; these are worth another backend
+RETRYABLE_STREAM_ERRORS = {"overloaded_error": 529, "api_error": 500, "rate_limit_error": 429}
+
+
+class AnthropicProvider:
+    kind = "anthropic"
+
+    def __init__(self, limits: PoolLimits | None = None) -> None:
+        self._limits = limits or PoolLimits()
+        self._http = pooled_http_client(self._limits)
+
+    def _url(self, upstream: Upstream) -> str:
+        return (upstream.base_url or ANTHROPIC_API) + "/v1/messages"
+
+    def _headers(self, upstream: Upstream) -> dict[str, str]:
+        headers = {
+            "content-type": "application/json",
+            "anthropic-version": API_VERSION,
+            **upstream.extra_headers,
+        }
+        if upstream.api_key:
+            headers["x-api-key"] = upstream.api_key
+        return headers
+
+    async def chat(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
+        body = to_messages_request({**request, "stream": False}, upstream.model, DEFAULT_MAX_TOKENS)
+        try:
+            async with asyncio.timeout(upstream.timeout_s):
+                with translate_transport_errors(upstream):
+                    response = await self._http.post(
+                        self._url(upstream),
+                        content=orjson.dumps(body),
+                        headers=self._headers(upstream),
+                        timeout=request_timeout(upstream, self._limits),
+                    )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"backend {upstream.backend.name or upstream.backend.id} did not answer "
+                f"within {upstream.timeout_s:g}s"
+            ) from None
+        raise_for_status(upstream, response.status_code, response.headers, response.content)
+        return from_messages_response(parse_json_object(upstream, response.content))
+
+    async def chat_stream(
+        self, upstream: Upstream, request: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        body = to_messages_request({**request, "stream": True}, upstream.model, DEFAULT_MAX_TOKENS)
+        with translate_transport_errors(upstream):
+            async with self._http.stream(
+                "POST",
+                self._url(upstream),
+                content=orjson.dumps(body),
+                headers=self._headers(upstream),
+                timeout=request_timeout(upstream, self._limits),
+            ) as response:
+                if response.status_code >= 300:
+                    raw = await response.aread()
+                    raise_for_status(upstream, response.status_code, response.headers, raw)
+                async for chunk in _chunks(upstream, response.aiter_bytes()):
+                    yield chunk
+
+    async def embeddings(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
+        name = upstream.backend.name or upstream.backend.id
+        raise UpstreamStatusError(400, f"backend {name} (Anthropic) has no embeddings API")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+async def _chunks(upstream: Upstream, body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    name = upstream.backend.name or upstream.backend.id
+    translator = ChunksFromEvents()
+    async for event in sse_events(body):
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(f"backend {name} sent a malformed stream event") from None
+        if not isinstance(data, dict):
+            raise UpstreamProtocolError(f"backend {name} sent a stream event that is no object")
+        if data.get("type") == "error":
+            raise _stream_error(name, data.get("error"))
+        for chunk in translator.feed(data):
+            yield chunk
+        if translator.stopped:
+            return
+    raise UpstreamProtocolError(f"backend {name} ended the stream before message_stop")
+
+
+def _stream_error(name: str, error: Any) -> UpstreamError:
+    error = error if isinstance(error, dict) else {}
+    kind, message = str(error.get("type", "api_error")), str(error.get("message", "error"))
+    status = RETRYABLE_STREAM_ERRORS.get(kind, 400 if "invalid" in kind else 500)
+    return UpstreamStatusError(status, f"backend {name} failed mid-stream: {message}", code=kind)

@@ -1,0 +1,219 @@
+"""Data-plane benchmark: direct vs HyperInfer ingress vs LiteLLM proxy, side by side, one run.
+
+    scripts/bench dataplane [--duration 10] [--streams 512] [--skip-litellm] [--json out.json]
+
+Everything runs on this machine against ONE fake upstream
+(``hyperinfer.client.testing.fake_upstream``, OpenAI wire format, no recording):
+
+- **direct**: the load generator → the fake upstream;
+- **hyperinfer**: → the ingress (one process; auth + quota reserve/settle + usage events
+  on: the key, team quota and price of ``dataplane_seed``) → the fake upstream;
+- **litellm**: → the LiteLLM proxy (one worker, master-key auth, no database) → the fake.
+
+Pinning on 2 cores: the proxy under test (ingress or LiteLLM) alone on core 0; the fake
+upstream, Redis, NATS and the load generator on core 1 (``taskset``). Both proxies run
+during the whole benchmark but only the one under test gets traffic.
+
+Measured:
+
+1. added latency at concurrency 1: ``wrk -c1``, p50/p99 of each path; added = proxy - direct;
+2. non-stream throughput per proxy process: ``wrk -c64`` (req/s), with the peak RSS;
+3. ``--streams`` concurrent SSE streams opened at once (raw-socket asyncio client), the
+   upstream sending a frame every 50 ms: all complete? time to first byte, the largest gap
+   between two events of a stream (a stall shows here), peak RSS;
+4. thick-client overhead: ``HyperInferClient.chat`` in-process vs the bare provider call,
+   concurrency 1, p50 difference (``dataplane_thick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dataplane_litellm import MASTER_KEY, litellm_proc
+from dataplane_load import run_streams, run_wrk
+from dataplane_procs import Proc, RssSampler, pinned
+from dataplane_seed import ALIAS, API_KEY, UPSTREAM_MODEL, seed
+from hyperinfer.runtime.testing.servers import NatsServer, RedisServer, free_port
+
+PROXY_CORE, LOAD_CORE = ("0", "1") if (os.cpu_count() or 1) >= 2 else ("", "")
+STREAM_WORDS = 40
+STREAM_FRAME_S = 0.05
+
+
+def body(model: str, stream: bool = False) -> str:
+    messages = [{"role": "user", "content": "hello benchmark, say something"}]
+    return json.dumps({"model": model, "messages": messages, "stream": stream, "max_tokens": 64})
+
+
+def fake_behaviour(url: str, **changes: Any) -> None:
+    request = urllib.request.Request(
+        f"{url}/_fake/behaviour",
+        data=json.dumps(changes).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5):
+        pass
+
+
+@contextlib.contextmanager
+def system(workdir: Path, with_litellm: bool) -> Iterator[dict[str, Any]]:
+    """Redis, NATS, the fake upstream, the ingress (and LiteLLM), all started and seeded."""
+    redis, nats = RedisServer(workdir / "redis"), NatsServer(workdir / "nats")
+    procs: list[Proc] = []
+    try:
+        redis.start()
+        nats.start()
+        fake_port, ingress_port, litellm_port = free_port(), free_port(), free_port()
+        fake_url = f"http://127.0.0.1:{fake_port}"
+        fake_argv = [sys.executable, "-m", "hyperinfer.client.testing.fake_upstream"]
+        fake_argv += ["--port", str(fake_port), "--no-record", "--model", UPSTREAM_MODEL]
+        fake = Proc("fake-upstream", pinned(LOAD_CORE, fake_argv), workdir / "fake.log")
+        procs.append(fake.start())
+        fake.wait_http(f"{fake_url}/v1/models")
+        seed(redis.url, fake_url)
+        env = {
+            "HYPERINFER_REDIS_URL": redis.url,
+            "HYPERINFER_NATS_URL": nats.url,
+            "HYPERINFER_INGRESS_HTTP_PORT": str(ingress_port),
+            "HYPERINFER_INGRESS_LOG_LEVEL": "WARNING",
+            "HYPERINFER_LOG_LEVEL": "WARNING",
+            "HYPERINFER_CREDENTIALS_KEY": "bench-credentials-key-0123456789",
+        }
+        ingress_argv = pinned(PROXY_CORE, [sys.executable, "-m", "hyperinfer.ingress"])
+        ingress = Proc("ingress", ingress_argv, workdir / "ingress.log", env)
+        procs.append(ingress.start())
+        ingress.wait_http(f"http://127.0.0.1:{ingress_port}/health/ready")
+        targets: dict[str, Any] = {
+            "direct": (f"{fake_url}/v1/chat/completions", "fake", UPSTREAM_MODEL, fake),
+            "hyperinfer": (
+                f"http://127.0.0.1:{ingress_port}/v1/chat/completions",
+                API_KEY,
+                ALIAS,
+                ingress,
+            ),
+        }
+        if with_litellm:
+            litellm = litellm_proc(workdir, litellm_port, fake_url, UPSTREAM_MODEL, PROXY_CORE)
+            procs.append(litellm.start())
+            litellm.wait_http(f"http://127.0.0.1:{litellm_port}/health/liveliness", 180)
+            targets["litellm"] = (
+                f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+                MASTER_KEY,
+                "bench",
+                litellm,
+            )
+        yield {"targets": targets, "fake_url": fake_url, "redis_url": redis.url}
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+        nats.stop()
+        redis.stop()
+
+
+def measure(env: dict[str, Any], duration_s: float, streams: int) -> dict[str, Any]:
+    targets = env["targets"]
+    results: dict[str, Any] = {"latency_c1": {}, "throughput_c64": {}, "streams": {}}
+    for url, key, model, _proc in targets.values():  # warm every path first
+        run_wrk(url, key, body(model), 4, 2, LOAD_CORE)
+    for name, (url, key, model, _proc) in targets.items():
+        print(f"latency c=1: {name}", file=sys.stderr)
+        results["latency_c1"][name] = asdict(
+            run_wrk(url, key, body(model), 1, duration_s, LOAD_CORE)
+        )
+    for name, (url, key, model, proc) in targets.items():
+        print(f"throughput c=64: {name}", file=sys.stderr)
+        with RssSampler(proc.pid) as rss:
+            result = asdict(run_wrk(url, key, body(model), 64, duration_s, LOAD_CORE))
+        results["throughput_c64"][name] = {**result, "peak_rss_mib": round(rss.peak, 1)}
+    fake_behaviour(
+        env["fake_url"],
+        answer=" ".join(f"w{i}" for i in range(STREAM_WORDS)),
+        per_token_s=STREAM_FRAME_S,
+    )
+    for name, (url, key, model, proc) in targets.items():
+        print(f"{streams} streams: {name}", file=sys.stderr)
+        with RssSampler(proc.pid) as rss:
+            result = asdict(run_streams(url, key, body(model, stream=True), streams))
+        results["streams"][name] = {**result, "peak_rss_mib": round(rss.peak, 1)}
+    fake_behaviour(env["fake_url"], answer=None, per_token_s=0.0)
+    return results
+
+
+def thick_client(env: dict[str, Any], requests: int) -> dict[str, Any] | None:
+    try:
+        from dataplane_thick import measure_thick_client
+    except ImportError as exc:  # the thick client is not in this checkout
+        return {"error": f"not measured: {exc}"}
+    return measure_thick_client(env["redis_url"], API_KEY, ALIAS, requests)
+
+
+def report(results: dict[str, Any]) -> str:
+    lat, thr, st = results["latency_c1"], results["throughput_c64"], results["streams"]
+    direct = lat["direct"]
+    lines = [
+        "| path | c=1 p50 | c=1 p99 | added p50 | added p99 | req/s c=64 | peak RSS c=64 |"
+        " streams ok | TTFB p50/p99 | max gap p99/max | peak RSS streams |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in lat:
+        p50, p99 = lat[name]["p50_us"], lat[name]["p99_us"]
+        added = "—" if name == "direct" else f"{(p50 - direct['p50_us']) / 1000:.2f} ms"
+        added99 = "—" if name == "direct" else f"{(p99 - direct['p99_us']) / 1000:.2f} ms"
+        s = st[name]
+        lines.append(
+            f"| {name} | {p50 / 1000:.2f} ms | {p99 / 1000:.2f} ms | {added} | {added99} "
+            f"| {thr[name]['rps']:.0f} | {thr[name]['peak_rss_mib']:.0f} MiB "
+            f"| {s['completed']}/{s['streams']} | {s['ttfb_p50_ms']:.0f}/{s['ttfb_p99_ms']:.0f} ms "
+            f"| {s['max_gap_p99_ms']:.0f}/{s['max_gap_ms']:.0f} ms | {s['peak_rss_mib']:.0f} MiB |"
+        )
+    if "litellm" in lat:
+        hi, ll = "hyperinfer", "litellm"
+        added_hi = lat[hi]["p50_us"] - direct["p50_us"]
+        added_ll = lat[ll]["p50_us"] - direct["p50_us"]
+        lines.append("")
+        lines.append(
+            f"Ratios HyperInfer : LiteLLM — added p50 latency {added_hi / max(added_ll, 1):.3f}, "
+            f"req/s {thr[hi]['rps'] / max(thr[ll]['rps'], 1):.1f}x, "
+            f"RSS under load {thr[hi]['peak_rss_mib'] / max(thr[ll]['peak_rss_mib'], 1):.2f}"
+        )
+    thick = results.get("thick_client")
+    if thick:
+        lines.append("")
+        lines.append(f"Thick client: {json.dumps(thick)}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--streams", type=int, default=512)
+    parser.add_argument("--thick-requests", type=int, default=3000)
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="hi-bench-") as tmp,
+        system(Path(tmp), not args.skip_litellm) as env,
+    ):
+        results = measure(env, args.duration, args.streams)
+        results["thick_client"] = thick_client(env, args.thick_requests)
+        results["pinning"] = {"proxy_core": PROXY_CORE, "load_core": LOAD_CORE}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Thick-client overhead (helper of ``bench/dataplane.py``).
+
+In one process, at concurrency 1, against the benchmark's fake upstream, alternating in
+blocks of 100 so drift hits both sides alike:
+
+- **bare**: the provider adapter alone (``OpenAICompatibleProvider.chat``), the floor;
+- **client**: ``HyperInferClient.chat_raw`` (auth + route + quota EVALSHA + the same
+  provider call + settle/usage queued off the path);
+- **client typed**: ``HyperInferClient.chat`` (the same, plus the pydantic response model).
+
+Overhead = p50(client) - p50(bare).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import Any
+
+from hyperinfer.client.providers.base import PoolLimits, Upstream
+from hyperinfer.client.providers.openai import OpenAICompatibleProvider
+from hyperinfer.client.thick_client import HyperInferClient
+
+BLOCK = 100
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+async def _timed(call: Any, n: int, sink: list[float]) -> None:
+    for _ in range(n):
+        started = time.perf_counter()
+        await call()
+        sink.append(time.perf_counter() - started)
+
+
+async def _measure(redis_url: str, api_key: str, alias: str, requests: int) -> dict[str, Any]:
+    request = {"model": alias, "messages": [{"role": "user", "content": "hello thick client"}]}
+    client = HyperInferClient(redis_url, api_key, require_budgets_loaded=False)
+    await client.start()
+    provider = OpenAICompatibleProvider(PoolLimits())
+    backend = client.dataplane.config.snapshot.backends["fake"]
+    upstream = Upstream(backend=backend, model=backend.models[0], timeout_s=30)
+    samples: dict[str, list[float]] = {"bare": [], "client": [], "client_typed": []}
+    calls = {
+        "bare": lambda: provider.chat(upstream, dict(request)),
+        "client": lambda: client.chat_raw(dict(request)),
+        "client_typed": lambda: client.chat(dict(request)),
+    }
+    try:
+        for call in calls.values():  # warm up pools, scripts, caches
+            await _timed(call, 50, [])
+        for _ in range(max(1, requests // BLOCK)):
+            for name, call in calls.items():
+                await _timed(call, BLOCK, samples[name])
+    finally:
+        await provider.aclose()
+        await client.aclose()
+    p50 = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+    return {
+        "requests_each": len(samples["bare"]),
+        "p50_us": {k: round(v, 1) for k, v in p50.items()},
+        "p99_us": {k: round(_pct(v, 0.99) * 1e6, 1) for k, v in samples.items()},
+        "overhead_p50_us": round(p50["client"] - p50["bare"], 1),
+        "overhead_typed_p50_us": round(p50["client_typed"] - p50["bare"], 1),
+    }
+
+
+def measure_thick_client(redis_url: str, api_key: str, alias: str, requests: int) -> dict[str, Any]:
+    return asyncio.run(_measure(redis_url, api_key, alias, requests))

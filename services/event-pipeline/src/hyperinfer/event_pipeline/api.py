@@ -10,9 +10,9 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from hyperinfer.event_pipeline.dlq import DlqService
 from hyperinfer.event_pipeline.errors import PipelineError, Unauthorized
 from hyperinfer.event_pipeline.publisher import EventPublisher
@@ -99,12 +99,12 @@ def mount(
     app.add_exception_handler(RequestValidationError, _validation_problem)  # type: ignore[arg-type]
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> ORJSONResponse:
+def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return ORJSONResponse(body, status_code=status, media_type=PROBLEM)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM)
 
 
-async def _problem(request: Request, exc: PipelineError) -> ORJSONResponse:
+async def _problem(request: Request, exc: PipelineError) -> Response:
     extra: dict[str, Any] = {}
     reason = getattr(exc, "reason", None)
     if reason:
@@ -115,7 +115,7 @@ async def _problem(request: Request, exc: PipelineError) -> ORJSONResponse:
     return response
 
 
-async def _validation_problem(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+async def _validation_problem(request: Request, exc: RequestValidationError) -> Response:
     first = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()))
     return problem(422, "invalid request", f"{where}: {first.get('msg', 'invalid')}")

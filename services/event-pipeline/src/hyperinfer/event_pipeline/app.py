@@ -148,7 +148,8 @@ def build_worker(
     )
 
 
-def create_app(settings: EventPipelineSettings) -> Service:
+def create_app(settings: EventPipelineSettings, *, chat: ChatRunner | None = None) -> Service:
+    """The service; ``chat`` replaces the data-plane client (tests pass a fake)."""
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry)
     health = Health("event-pipeline")
@@ -183,7 +184,7 @@ def create_app(settings: EventPipelineSettings) -> Service:
     async def startup() -> None:
         await infra.connect(settings.startup_timeout_s)
         await _migrate(settings, infra)
-        holder["p"] = await _start(settings, infra, metrics, http)
+        holder["p"] = await _start(settings, infra, metrics, http, chat)
         holder["p"].background.append(asyncio.create_task(_refresh_gauges(metrics_view)))
 
     async def shutdown() -> None:
@@ -197,7 +198,11 @@ def create_app(settings: EventPipelineSettings) -> Service:
 
 
 async def _start(
-    settings: EventPipelineSettings, infra: Infra, metrics: PipelineMetrics, http: httpx.AsyncClient
+    settings: EventPipelineSettings,
+    infra: Infra,
+    metrics: PipelineMetrics,
+    http: httpx.AsyncClient,
+    chat: ChatRunner | None,
 ) -> Pipeline:
     nats = infra.require_nats()
     configs = load_stream_configs("event-pipeline", settings.streams_file)
@@ -230,7 +235,7 @@ async def _start(
     )
     p = Pipeline(queue, dead_letters, dlq, publisher)
     if settings.worker_enabled:
-        chat = _chat_runner(settings)
+        chat = chat or _chat_runner(settings)
         registrations = build_handlers(
             settings,
             publisher,

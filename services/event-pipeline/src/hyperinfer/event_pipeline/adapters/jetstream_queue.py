@@ -270,8 +270,10 @@ class JetStreamDeadLetters:
 
     async def list(self, limit: int, after: str | None) -> list[StoredDeadLetter]:
         state = (await _stream_info(self._nc, names.DLQ_STREAM)).get("state", {})
+        if not int(state.get("messages", 0)):
+            return []
         first, last = int(state.get("first_seq", 0)), int(state.get("last_seq", 0))
-        seq = max(first, int(after) + 1 if after else first)
+        seq = max(first, 1, int(after) + 1 if after and after.isdigit() else first)
         found: list[StoredDeadLetter] = []
         while seq <= last and len(found) < limit:
             window = range(seq, min(last, seq + limit * 2) + 1)
@@ -283,7 +285,7 @@ class JetStreamDeadLetters:
     async def get(self, key: str) -> StoredDeadLetter | None:
         try:
             raw = await self._js.get_msg(names.DLQ_STREAM, int(key))
-        except (NotFoundError, ValueError):
+        except (APIError, ValueError):
             return None
         stored = raw.time.timestamp() if isinstance(raw.time, datetime) else time.time()
         return StoredDeadLetter(str(raw.seq), raw.data or b"", stored)
@@ -291,7 +293,7 @@ class JetStreamDeadLetters:
     async def delete(self, key: str) -> bool:
         try:
             return bool(await self._js.delete_msg(names.DLQ_STREAM, int(key)))
-        except (NotFoundError, ValueError):
+        except (APIError, ValueError):
             return False
 
     async def purge(self) -> int:

@@ -124,12 +124,15 @@ class _AckBatcher:
         self._group = group
         self._pending: list[tuple[str, str]] = []
         self._done: asyncio.Future[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def finish(self, stream: str, entry_id: str) -> None:
         self._pending.append((stream, entry_id))
         if self._done is None:
             self._done = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+            task = asyncio.create_task(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
         await asyncio.shield(self._done)
 
     async def _flush(self) -> None:
@@ -137,11 +140,11 @@ class _AckBatcher:
         self._pending, self._done = [], None
         assert done is not None
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for stream, entry_id in batch:
-                pipe.xack(stream, self._group, entry_id)
-                pipe.xdel(stream, entry_id)
-            await pipe.execute()
+            async with self._client.pipeline(transaction=False) as pipe:
+                for stream, entry_id in batch:
+                    pipe.xack(stream, self._group, entry_id)
+                    pipe.xdel(stream, entry_id)
+                await pipe.execute()
         except Exception as exc:
             done.set_exception(exc)
         else:
@@ -206,36 +209,36 @@ class RedisQueue:
         return result == 1
 
     async def states(self) -> dict[Priority, QueueState]:
-        pipe = self._client.pipeline(transaction=False)
-        for priority in Priority:
-            stream = names.jobs_redis_stream(priority)
-            pipe.xlen(stream)
-            pipe.zcard(delayed_key(priority))
-            pipe.xrange(stream, count=1)
-        try:
-            raw = await pipe.execute()
-        except RedisError as exc:
-            raise QueueUnavailable(f"queue state unavailable: {exc}") from None
-        out: dict[Priority, QueueState] = {}
-        for i, priority in enumerate(Priority):
-            depth = int(raw[3 * i]) + int(raw[3 * i + 1])
-            age = _entry_age_s(raw[3 * i + 2])
-            out[priority] = QueueState(priority, depth, self._capacities[priority], age)
-        return out
+        async with self._client.pipeline(transaction=False) as pipe:
+            for priority in Priority:
+                stream = names.jobs_redis_stream(priority)
+                pipe.xlen(stream)
+                pipe.zcard(delayed_key(priority))
+                pipe.xrange(stream, count=1)
+            try:
+                raw = await pipe.execute()
+            except RedisError as exc:
+                raise QueueUnavailable(f"queue state unavailable: {exc}") from None
+            out: dict[Priority, QueueState] = {}
+            for i, priority in enumerate(Priority):
+                depth = int(raw[3 * i]) + int(raw[3 * i + 1])
+                age = _entry_age_s(raw[3 * i + 2])
+                out[priority] = QueueState(priority, depth, self._capacities[priority], age)
+            return out
 
     async def fetch(self, priority: Priority, count: int) -> list[Delivery]:
         stream = names.jobs_redis_stream(priority)
-        pipe = self._client.pipeline(transaction=False)
-        await self._promote(
-            keys=[stream, delayed_key(priority)], args=[_now_ms(), 1000], client=pipe
-        )
-        pipe.xreadgroup(self._group, self._consumer, {stream: ">"}, count=count)
-        try:
-            _, read = await pipe.execute()
-        except RedisError as exc:
-            raise QueueUnavailable(f"fetch failed: {exc}") from None
-        entries = read[0][1] if read else []
-        return [RedisDelivery(self, priority, _text(i), _fields(f)) for i, f in entries]
+        async with self._client.pipeline(transaction=False) as pipe:
+            await self._promote(
+                keys=[stream, delayed_key(priority)], args=[_now_ms(), 1000], client=pipe
+            )
+            pipe.xreadgroup(self._group, self._consumer, {stream: ">"}, count=count)
+            try:
+                _, read = await pipe.execute()
+            except RedisError as exc:
+                raise QueueUnavailable(f"fetch failed: {exc}") from None
+            entries = read[0][1] if read else []
+            return [RedisDelivery(self, priority, _text(i), _fields(f)) for i, f in entries]
 
     async def finish(self, priority: Priority, entry_id: str) -> None:
         await self._acks.finish(names.jobs_redis_stream(priority), entry_id)
@@ -245,11 +248,11 @@ class RedisQueue:
     ) -> None:
         stream = names.jobs_redis_stream(priority)
         member = _member(fields, int(fields.get("attempt") or 1) + 1)
-        pipe = self._client.pipeline(transaction=True)
-        pipe.zadd(delayed_key(priority), {member: _now_ms() + int(delay_s * 1000)})
-        pipe.xack(stream, self._group, entry_id)
-        pipe.xdel(stream, entry_id)
-        await pipe.execute()
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.zadd(delayed_key(priority), {member: _now_ms() + int(delay_s * 1000)})
+            pipe.xack(stream, self._group, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
 
     async def touch(self, priority: Priority, entry_id: str) -> None:
         stream = names.jobs_redis_stream(priority)
@@ -322,10 +325,10 @@ class RedisDeadLetters:
             DEDUPE_PREFIX + "dlq:" + msg_id, 1, nx=True, px=self._window_ms
         ):
             return
-        pipe = self._client.pipeline(transaction=False)
-        pipe.xadd(self._stream, {"envelope": data}, maxlen=_DLQ_MAXLEN, approximate=True)
-        pipe.xtrim(self._stream, minid=str(_now_ms() - self._max_age_ms), approximate=True)
-        await pipe.execute()
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.xadd(self._stream, {"envelope": data}, maxlen=_DLQ_MAXLEN, approximate=True)
+            pipe.xtrim(self._stream, minid=str(_now_ms() - self._max_age_ms), approximate=True)
+            await pipe.execute()
 
     async def list(self, limit: int, after: str | None) -> list[StoredDeadLetter]:
         start = f"({after}" if after else "-"
@@ -346,11 +349,11 @@ class RedisDeadLetters:
             return False
 
     async def purge(self) -> int:
-        pipe = self._client.pipeline(transaction=True)
-        pipe.xlen(self._stream)
-        pipe.delete(self._stream)
-        count, _ = await pipe.execute()
-        return int(count)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.xlen(self._stream)
+            pipe.delete(self._stream)
+            count, _ = await pipe.execute()
+            return int(count)
 
     async def depth(self) -> int:
         return int(await self._client.xlen(self._stream))

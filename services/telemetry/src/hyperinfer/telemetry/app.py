@@ -111,7 +111,7 @@ def create_app(settings: TelemetrySettings, tracer: trace.Tracer | None = None) 
         if report.created or report.dropped:
             log.info(
                 "ledger partitions maintained",
-                extra={"created": report.created, "dropped": report.dropped},
+                extra={"partitions_created": report.created, "partitions_dropped": report.dropped},
             )
         if settings.trim_stream:
             await stream.trim_acknowledged()
@@ -133,7 +133,7 @@ def create_app(settings: TelemetrySettings, tracer: trace.Tracer | None = None) 
 
     async def startup() -> None:
         await infra.connect(settings.startup_timeout_s)
-        await config.start()
+        await config.start(wait_s=1.0)  # team admins resolve against it
         for job in jobs:
             job.start()
         ledger.start()

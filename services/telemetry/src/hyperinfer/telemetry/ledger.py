@@ -127,6 +127,13 @@ class Ledger:
 
     async def run(self) -> None:
         backoff = _Backoff(self._policy.retry_backoff_max_s)
+        while not self._stopping.is_set():  # the group first (Redis may still be starting)
+            try:
+                await self._stream.ensure_group()
+                break
+            except (RedisError, OSError) as exc:
+                self._fail(f"redis: {type(exc).__name__}: {exc}")
+                await self._sleep(backoff.next())
         while not self._stopping.is_set():
             try:
                 batch = await self._next_batch()

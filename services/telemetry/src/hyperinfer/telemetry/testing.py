@@ -2,21 +2,27 @@
 
 ``make_usage`` builds a valid ``UsageRecorded``; ``entry_fields`` is the stream entry a
 producer XADDs (field ``envelope`` + optional ``traceparent``); ``produce`` writes many
-entries with pipelined XADDs.
+entries with pipelined XADDs; ``TelemetryProcess`` runs the real service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import redis.asyncio as aioredis
 from hyperinfer.contracts import Envelope, names, utc_now
 from hyperinfer.contracts.usage.v1 import EVENT_RECORDED, UsageRecorded
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def make_usage(request_id: str, **fields: Any) -> UsageRecorded:
@@ -111,3 +117,67 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout_s}s")
         await asyncio.sleep(0.05)
+
+
+class TelemetryProcess:
+    """A real ``python -m hyperinfer.telemetry`` process for end-to-end tests and benches.
+
+    ``env`` adds to a copy of this environment without any ``HYPERINFER_*`` variable;
+    stderr (the JSON log) goes to ``log_path``.
+    """
+
+    def __init__(self, port: int, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = port
+        self.log_path = log_path
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("HYPERINFER_")}
+        clean.update(env)
+        clean["HYPERINFER_TELEMETRY_HTTP_PORT"] = str(port)
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "hyperinfer.telemetry"],
+                env=clean,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ready(self, timeout_s: float = 30.0) -> None:
+        """Wait for ``/health/ready`` 200; ``AssertionError`` with the log tail otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"telemetry exited: {self.log()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"telemetry not ready after {timeout_s}s: {self.log()[-3000:]}")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of ``/metrics`` (0 when absent)."""
+        text = httpx.get(self.url + "/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode

@@ -151,7 +151,12 @@ class UsageStream:
             await pipe.execute()
 
     async def stats(self) -> GroupStats:
-        groups = await self.redis.xinfo_groups(self.stream)
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+        except ResponseError as exc:
+            if "no such key" not in str(exc):
+                raise
+            return GroupStats(0, None, 0, 0.0, 0.0, 0)  # nothing produced yet
         mine = next((g for g in groups if _text(g["name"]) == self.group), None)
         length = int(await self.redis.xlen(self.stream))
         if mine is None:
@@ -180,7 +185,12 @@ class UsageStream:
 
     async def trim_acknowledged(self) -> int:
         """Drop entries that every consumer group has read and acknowledged."""
-        groups = await self.redis.xinfo_groups(self.stream)
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+        except ResponseError as exc:
+            if "no such key" not in str(exc):
+                raise
+            return 0
         if not groups:
             return 0
         keep_from = [await self._first_needed(g) for g in groups]
@@ -195,8 +205,14 @@ class UsageStream:
 
     async def drop_stale_consumers(self, idle_s: float) -> list[str]:
         """Forget consumers (dead replicas) idle for ``idle_s`` with nothing pending."""
-        dropped = []
-        for c in await self.redis.xinfo_consumers(self.stream, self.group):
+        dropped: list[str] = []
+        try:
+            consumers = await self.redis.xinfo_consumers(self.stream, self.group)
+        except ResponseError as exc:
+            if is_missing_group(exc) or "no such key" in str(exc):
+                return dropped
+            raise
+        for c in consumers:
             name = _text(c["name"])
             if int(c["pending"]) == 0 and int(c["idle"]) > idle_s * 1000 and name != self.consumer:
                 await self.redis.xgroup_delconsumer(self.stream, self.group, name)

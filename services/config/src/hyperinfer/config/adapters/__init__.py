@@ -1,0 +1,1 @@
+"""Adapters of the config service: PostgreSQL storage and snapshot publishing."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from hyperinfer.client.config_agent import ConfigAgent
 from hyperinfer.contracts import names
@@ -27,6 +30,7 @@ from hyperinfer.runtime import Health, Infra, Service, build_http_app
 from hyperinfer.runtime.bus import Bus
 from prometheus_client import CollectorRegistry
 
+log = logging.getLogger(__name__)
 SERVICE = "gpu-collector"
 
 
@@ -87,10 +91,22 @@ def create_app(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await agent.stop()
+        await stop_within(agent.stop(), settings.shutdown_grace_s / 2, "config agent")
         await client.close()
         await gpu.close()
         await bus.close()
         await infra.close()
 
     return Service(SERVICE, app, settings, startup, shutdown)
+
+
+async def stop_within(stopping: Coroutine[Any, Any, None], timeout_s: float, what: str) -> None:
+    """Await ``stopping`` for at most ``timeout_s``; log and move on if it hangs.
+
+    The client library's document watcher can swallow a cancellation (a Redis read
+    converting it), so its ``stop()`` may never return; shutdown must not hang on it.
+    """
+    task = asyncio.ensure_future(stopping)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        log.warning("%s did not stop within %.1fs; leaving it", what, timeout_s)

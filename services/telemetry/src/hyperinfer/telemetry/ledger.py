@@ -76,6 +76,7 @@ class Batch:
     entries: list[StreamEntry]
     deliveries: dict[bytes, int]
     origin: str  # new, own_pending, reclaimed
+    intake: Intake | None = None
 
 
 class Ledger:
@@ -98,7 +99,8 @@ class Ledger:
         self._tracer = tracer
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._own_pending_done = False
+        self._prefetch: asyncio.Task[Batch] | None = None
+        self._own_cursor: str | None = "0"
         self._claim_cursor = b"0-0"
         self._next_reclaim = 0.0
         self.failing: str | None = None
@@ -126,20 +128,15 @@ class Ledger:
         self._task = None
 
     async def run(self) -> None:
+        """Until stopped: take a batch and settle it, reading the next one meanwhile."""
+        await self._ensure_group()
         backoff = _Backoff(self._policy.retry_backoff_max_s)
-        while not self._stopping.is_set():  # the group first (Redis may still be starting)
-            try:
-                await self._stream.ensure_group()
-                break
-            except (RedisError, OSError) as exc:
-                self._fail(f"redis: {type(exc).__name__}: {exc}")
-                await self._sleep(backoff.next())
         while not self._stopping.is_set():
             try:
-                batch = await self._next_batch()
+                batch = await self._take()
                 self._recover()
                 if batch.entries:
-                    await self.settle(batch)
+                    await self._settle_and_prefetch(batch)
                 backoff.reset()
             except (RedisError, OSError) as exc:
                 if isinstance(exc, ResponseError) and is_missing_group(exc):
@@ -149,8 +146,56 @@ class Ledger:
                 await self._sleep(backoff.next())
             except Exception:  # a bug must not stop the ledger: the batch is re-read
                 log.exception("ledger batch failed unexpectedly; its entries will be retried")
-                self._own_pending_done = False
+                self._own_cursor = "0"
                 await self._sleep(backoff.next())
+        await self._finish_prefetch()
+
+    async def _ensure_group(self) -> None:
+        backoff = _Backoff(self._policy.retry_backoff_max_s)
+        while not self._stopping.is_set():  # Redis may still be starting
+            try:
+                await self._stream.ensure_group()
+                return
+            except (RedisError, OSError) as exc:
+                self._fail(f"redis: {type(exc).__name__}: {exc}")
+                await self._sleep(backoff.next())
+
+    async def _take(self) -> Batch:
+        """The prefetched batch if there is one, else a fresh read (decoded either way)."""
+        if self._prefetch is not None:
+            task, self._prefetch = self._prefetch, None
+            return await task
+        return await self._prepared()
+
+    async def _prepared(self) -> Batch:
+        batch = await self._next_batch()
+        if batch.entries:  # decoding is CPU: done here, it overlaps the previous write
+            batch.intake = sort_batch(batch.entries, batch.deliveries, self._rules())
+        return batch
+
+    async def _settle_and_prefetch(self, batch: Batch) -> None:
+        if not self._stopping.is_set():
+            self._prefetch = asyncio.create_task(self._prepared(), name="ledger-prefetch")
+        await self.settle(batch)
+
+    async def _finish_prefetch(self) -> None:
+        """On stop: settle a batch already read (bounded by ``stop``), else stop reading."""
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()  # entries it may have taken stay pending: reclaimed, not lost
+        with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+            batch = await task
+            if batch.entries:
+                await self.settle(batch)
+
+    def _held_ids(self) -> list[bytes]:
+        """Entries read ahead and not settled yet: the heartbeat keeps them too."""
+        task = self._prefetch
+        if task is None or not task.done() or task.cancelled() or task.exception():
+            return []
+        return [entry_id for entry_id, _ in task.result().entries]
 
     async def check(self) -> None:
         """Readiness: raises while batches cannot be committed or the loop is gone."""
@@ -173,11 +218,12 @@ class Ledger:
 
     # --- taking a batch ----------------------------------------------------------------
     async def _next_batch(self) -> Batch:
-        if not self._own_pending_done:
-            entries = await self._stream.read("0", self._policy.batch_max_events, None)
+        if self._own_cursor is not None:  # this consumer's own pending list, oldest first
+            entries = await self._stream.read(self._own_cursor, self._policy.batch_max_events, None)
             if entries:
+                self._own_cursor = entries[-1][0].decode()
                 return Batch(entries, await self._stream.deliveries(entries), "own_pending")
-            self._own_pending_done = True
+            self._own_cursor = None
         if time.monotonic() >= self._next_reclaim:
             claimed = await self._reclaim()
             if claimed is not None:
@@ -220,7 +266,7 @@ class Ledger:
     # --- settling a batch --------------------------------------------------------------
     async def settle(self, batch: Batch) -> None:
         """Write, dead-letter and acknowledge one batch; returns once all of it is done."""
-        intake = sort_batch(batch.entries, batch.deliveries, self._rules())
+        intake = batch.intake or sort_batch(batch.entries, batch.deliveries, self._rules())
         ids = intake.ack_ids
         span = self._batch_span(intake, batch.origin)
         with trace.use_span(span, end_on_exit=True):
@@ -262,7 +308,11 @@ class Ledger:
 
     async def _write_retrying(self, events: list[LedgerEvent], held: Sequence[bytes]) -> set[str]:
         backoff = _Backoff(self._policy.retry_backoff_max_s)
-        heartbeat = _Heartbeat(self._stream, held, self._policy.reclaim_min_idle_ms / 3000)
+        heartbeat = _Heartbeat(
+            self._stream,
+            lambda: [*held, *self._held_ids()],
+            self._policy.reclaim_min_idle_ms / 3000,
+        )
         while True:
             try:
                 new_ids = await self._store.write(events)
@@ -384,7 +434,7 @@ class Ledger:
 
     async def _recreate_group(self) -> None:
         log.warning("consumer group missing; recreating it")
-        self._own_pending_done = False
+        self._own_cursor = "0"
         with contextlib.suppress(RedisError, OSError):
             await self._stream.ensure_group()
 
@@ -430,7 +480,9 @@ class _Backoff:
 class _Heartbeat:
     """Keeps held entries from looking idle, so no other replica claims them meanwhile."""
 
-    def __init__(self, stream: UsageStream, ids: Sequence[bytes], every_s: float) -> None:
+    def __init__(
+        self, stream: UsageStream, ids: Callable[[], Sequence[bytes]], every_s: float
+    ) -> None:
         self._stream = stream
         self._ids = ids
         self.every_s = every_s
@@ -440,5 +492,5 @@ class _Heartbeat:
         if time.monotonic() - self._last < self.every_s:
             return
         with contextlib.suppress(RedisError, OSError):
-            await self._stream.touch(self._ids)
+            await self._stream.touch(self._ids())
             self._last = time.monotonic()

@@ -36,6 +36,7 @@ async def ledger_db(private_postgres: PostgresServer) -> AsyncIterator[str]:
     name = f"outage_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(private_postgres.dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
     dsn = private_postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
     conn = await asyncpg.connect(dsn)
     await apply_migrations(conn)

@@ -161,12 +161,13 @@ class DataPlane:
         api: Api = "chat",
         cache_ttl_s: float | None = None,
         traceparent: str | None = None,
+        request_id: str | None = None,
     ) -> Outcome:
         _require_messages(request)
         plan, _ = self._plan(caller, request, "chat" if api == "chat" else "messages")
         prompt = estimate_prompt_tokens(request["messages"])
         draft, reservation = await self._reserve(
-            caller, plan, api, request, prompt, _max_tokens(request, self.options), traceparent
+            caller, plan, api, prompt, _max_tokens(request, self.options), traceparent, request_id
         )
         draft.prompt = request["messages"]
         cache_key = self._cache_key(caller, request, cache_ttl_s)
@@ -190,13 +191,14 @@ class DataPlane:
         *,
         api: Api = "chat",
         traceparent: str | None = None,
+        request_id: str | None = None,
     ) -> ChatStream:
         """Reserve, connect and wait for the first chunk (failing over until then)."""
         _require_messages(request)
         plan, _ = self._plan(caller, request, "chat" if api == "chat" else "messages")
         prompt = estimate_prompt_tokens(request["messages"])
         draft, reservation = await self._reserve(
-            caller, plan, api, request, prompt, _max_tokens(request, self.options), traceparent
+            caller, plan, api, prompt, _max_tokens(request, self.options), traceparent, request_id
         )
         draft.stream = True
         draft.prompt = request["messages"]
@@ -224,14 +226,19 @@ class DataPlane:
         )
 
     async def embeddings(
-        self, caller: Caller, request: dict[str, Any], *, traceparent: str | None = None
+        self,
+        caller: Caller,
+        request: dict[str, Any],
+        *,
+        traceparent: str | None = None,
+        request_id: str | None = None,
     ) -> Outcome:
         if "input" not in request:
             raise InvalidRequest("'input' is a required property", code="missing_input")
         plan, _ = self._plan(caller, request, "embeddings")
         prompt = estimate_input_tokens(request["input"])
         draft, reservation = await self._reserve(
-            caller, plan, "embeddings", request, prompt, 0, traceparent
+            caller, plan, "embeddings", prompt, 0, traceparent, request_id
         )
         draft.prompt = request["input"]
         body = await self._attempt(plan, draft, lambda p, u: p.embeddings(u, request))
@@ -256,16 +263,16 @@ class DataPlane:
         caller: Caller,
         plan: RoutePlan,
         api: Api,
-        request: dict[str, Any],
         prompt_tokens: int,
         completion_tokens: int,
         traceparent: str | None,
+        request_id: str | None,
     ) -> tuple[UsageDraft, Reservation]:
         index = self.index
         price = _dearest(index, plan)
         reserved_cost = cost_micros(price, prompt_tokens, completion_tokens)
         draft = UsageDraft(
-            request_id=os.urandom(16).hex(),
+            request_id=request_id or new_request_id(),
             team_id=caller.team_id,
             key_id=caller.key_id,
             user_id=caller.user_id,
@@ -500,6 +507,11 @@ class ChatStream:
             self._end("cancelled")
         with contextlib.suppress(Exception):
             await self._chunks.aclose()  # type: ignore[attr-defined]
+
+
+def new_request_id() -> str:
+    """128 random bits, hex: the id of a request's reservation and usage event."""
+    return os.urandom(16).hex()
 
 
 def _require_messages(request: dict[str, Any]) -> None:

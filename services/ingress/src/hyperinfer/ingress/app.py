@@ -1,23 +1,124 @@
-"""Composition root of the ingress service: the only place that wires things."""
+"""Composition root of the ingress service: the only place that wires things.
+
+The FastAPI app (``runtime.build_http_app``: health, metrics, request ids) serves
+everything but the hot routes; ``api.HotRoutes`` wraps it and serves those as plain
+ASGI. Both share one ``DataPlane`` (the same engine as the thick client).
+"""
 
 from __future__ import annotations
 
+import os
+
+from hyperinfer.client.cache import ResponseCache, cache_key, requested_ttl
+from hyperinfer.client.config_agent import ConfigAgent
+from hyperinfer.client.credentials import CredentialsCipher
+from hyperinfer.client.dataplane import DataPlane, DataPlaneOptions
+from hyperinfer.client.providers import ProviderRegistry
+from hyperinfer.client.quota import QuotaLimiter, hot_path_redis
+from hyperinfer.client.resilience import RetryPolicy
+from hyperinfer.client.routing_table import RoutingTableAgent
+from hyperinfer.client.usage import UsageRecorder
+from hyperinfer.ingress.api import HotRoutes
+from hyperinfer.ingress.metrics import IngressMetrics
+from hyperinfer.ingress.openapi import install_openapi
 from hyperinfer.ingress.settings import IngressSettings
-from hyperinfer.runtime import Health, Infra, Service, build_http_app
+from hyperinfer.runtime import DependencyCheck, Health, Infra, Service, build_http_app
+from hyperinfer.runtime.health import expose_version
 from prometheus_client import CollectorRegistry
+
+
+class ConfigNotLoaded(Exception):
+    pass
 
 
 def create_app(settings: IngressSettings) -> Service:
     registry = CollectorRegistry()
     health = Health("ingress")
-    infra = Infra.for_service("ingress", settings, nats=True, redis=True)
+    infra = Infra.for_service("ingress", settings, redis=True)
     infra.register(health)
+    watch_redis = infra.require_redis().client
+    quota_redis = hot_path_redis(settings.redis_url, timeout_s=settings.quota_redis_timeout_s)
+    node_id = f"ingress-{settings.node_name}-{os.getpid()}"
+    limiter = QuotaLimiter(
+        quota_redis, node_id=node_id, require_budgets_loaded=settings.require_budgets_loaded
+    )
+    config, routing = ConfigAgent(watch_redis), RoutingTableAgent(watch_redis)
+    key = settings.credentials_key
+    cache = ResponseCache(quota_redis)
+    plane = DataPlane(
+        config=config,
+        routing=routing,
+        limiter=limiter,
+        providers=ProviderRegistry(),
+        recorder=UsageRecorder(
+            quota_redis,
+            limiter,
+            source="ingress",
+            max_queue=settings.usage_queue,
+            stream_maxlen=settings.usage_stream_maxlen,
+        ),
+        cipher=CredentialsCipher(key.get_secret_value()) if key is not None else None,
+        cache=cache,
+        cache_key=cache_key,
+        options=DataPlaneOptions(
+            origin="ingress",
+            default_max_tokens=settings.default_max_tokens,
+            retry=RetryPolicy(
+                retries_per_backend=settings.retries_per_backend, budget_s=settings.retry_budget_s
+            ),
+            breaker_failures=settings.breaker_failures,
+            breaker_open_s=settings.breaker_open_s,
+        ),
+    )
+    metrics = IngressMetrics(registry)
+    plane.observers.append(metrics.observe)
+    _health(health, registry, plane, limiter, cache)
     app = build_http_app(health, registry)
+    install_openapi(app)
+    hot = HotRoutes(
+        app.build_middleware_stack(),
+        plane,
+        metrics,
+        max_body_bytes=settings.max_body_bytes,
+        cache_ttl=requested_ttl,
+    )
+    app.middleware_stack = hot  # the hot routes in front; the rest goes through FastAPI
 
     async def startup() -> None:
         await infra.connect(settings.startup_timeout_s)
+        await plane.start(settings.config_wait_s)
 
     async def shutdown() -> None:
+        await plane.stop()  # flushes pending usage events
+        await quota_redis.aclose()
         await infra.close()
 
     return Service("ingress", app, settings, startup, shutdown)
+
+
+def _health(
+    health: Health,
+    registry: CollectorRegistry,
+    plane: DataPlane,
+    limiter: QuotaLimiter,
+    cache: ResponseCache,
+) -> None:
+    expose_version(health, registry, "config", plane.config)
+    if plane.routing is not None:
+        expose_version(health, registry, "routing", plane.routing)
+
+    async def config_loaded() -> None:
+        if plane.index.version == 0:
+            raise ConfigNotLoaded("no config snapshot loaded yet")
+
+    health.add_check(DependencyCheck("config", config_loaded))
+    health.add_detail("dataplane", plane.status)
+    health.add_detail(
+        "quota",
+        lambda: {
+            "node": limiter.node_id,
+            "redis_up": limiter.redis_up,
+            "live_replicas": limiter.replicas,
+        },
+    )
+    health.add_detail("cache", cache.stats)

@@ -1,12 +1,14 @@
 """Settings of the ingress service.
 
-Env prefix ``HYPERINFER_INGRESS_`` for own fields;
-shared infrastructure reads ``HYPERINFER_*``.
+Env prefix ``HYPERINFER_INGRESS_`` for own fields; shared infrastructure reads
+``HYPERINFER_*``, and the upstream credentials master key is the shared
+``HYPERINFER_CREDENTIALS_KEY`` (the one the config service seals them with).
 """
 
 from __future__ import annotations
 
 from hyperinfer.runtime.settings import ServiceSettings
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 
@@ -16,3 +18,25 @@ class IngressSettings(ServiceSettings):
     )
 
     http_port: int = 8080
+    credentials_key: SecretStr | None = Field(
+        default=None,
+        description="master key that opens upstream credentials; unset: backends without "
+        "credentials only",
+        validation_alias=AliasChoices("credentials_key", "HYPERINFER_CREDENTIALS_KEY"),
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0, description="413 above this")
+    default_max_tokens: int = Field(
+        default=1024, gt=0, description="completion tokens reserved when a request sets none"
+    )
+    config_wait_s: float = Field(default=5.0, ge=0, description="wait for a snapshot at start")
+    retries_per_backend: int = Field(default=1, ge=0, le=5)
+    retry_budget_s: float = Field(default=10.0, ge=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_s: float = Field(default=10.0, gt=0)
+    usage_queue: int = Field(default=20_000, gt=0, description="pending usage events, at most")
+    usage_stream_maxlen: int = Field(default=1_000_000, gt=0, description="XADD MAXLEN ~")
+    require_budgets_loaded: bool = Field(
+        default=True,
+        description="fail-closed teams with a budget wait until the quota service loaded it",
+    )
+    quota_redis_timeout_s: float = Field(default=0.5, gt=0)

@@ -187,9 +187,12 @@ async def _page(
     team_id: str | None = None,
 ) -> Page[Any]:
     size = min(limit or deps.page_size, deps.max_page_size)
+    wanted = {k: v for k, v in filters.items() if v is not None}
+    if team_id is not None:  # a filter: exactly this team's objects (refused for other teams)
+        wanted["team_id"] = domain.team_filter(who, team_id)
     query = PageQuery(
-        filters={k: v for k, v in filters.items() if v is not None},
-        team_id=domain.team_filter(who, team_id),
+        filters=wanted,
+        team_id=None if who.is_platform_admin else who.team_id,  # what the caller may see
         limit=size + 1,
         after=domain.decode_cursor(cursor),
     )
@@ -261,8 +264,7 @@ async def create_team(deps: Deps, who: Principal, body: TeamCreate) -> Changed[T
 async def list_teams(
     deps: Deps, who: Principal, name: str | None, limit: int | None, cursor: str | None
 ) -> Page[Any]:
-    team = None if who.is_platform_admin else who.team_id
-    return await _page(deps, who, "team", {"name": name}, limit, cursor, team)
+    return await _page(deps, who, "team", {"name": name}, limit, cursor)
 
 
 async def get_team(deps: Deps, who: Principal, team_id: str) -> Team:

@@ -45,8 +45,9 @@ class ConfigServiceProcess:
         self.admin_key = admin_key
         self.credentials_key = credentials_key
         self.log_path = workdir / f"config-{self.port}.log"
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("HYPERINFER_")}
         self._env = {
-            **os.environ,
+            **inherited,
             "HYPERINFER_ENVIRONMENT": "test",
             "HYPERINFER_POSTGRES_DSN": postgres_dsn,
             "HYPERINFER_REDIS_URL": redis_url,

@@ -305,3 +305,16 @@ async def test_bad_queries_get_problem_details(
     assert body["status"] == 400
     assert detail in body["detail"]
     assert body["instance"] == "/v1/usage"
+
+
+async def test_a_period_needing_pruned_minute_rollups_is_refused(
+    client: httpx.AsyncClient,
+) -> None:
+    start = (datetime.now(UTC) - timedelta(days=30)).replace(minute=5, second=0, microsecond=0)
+    params = {"start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat()}
+    response = await client.get("/v1/usage", params=params, headers=auth(ADMIN))
+    assert response.status_code == 400
+    assert "minute rollups are kept 14 days" in response.json()["detail"]
+    hour = start.replace(minute=0)
+    whole = {"start": hour.isoformat(), "end": (hour + timedelta(hours=5)).isoformat()}
+    assert (await client.get("/v1/usage", params=whole, headers=auth(ADMIN))).status_code == 200

@@ -21,6 +21,7 @@ from hyperinfer.contracts import utc_now
 from hyperinfer.contracts.config.v1 import ConfigSnapshot
 from hyperinfer.runtime import get_logger
 from hyperinfer.telemetry import handlers
+from hyperinfer.telemetry.domain import RollupHorizons
 from hyperinfer.telemetry.errors import TelemetryError, Unauthorized
 from hyperinfer.telemetry.handlers import Principal, QueryParams, SpendStore
 
@@ -42,9 +43,11 @@ def mount(
     team_admin_scope: str,
     store: SpendStore,
     export_max_rows: int,
+    horizons: RollupHorizons | None = None,
     clock: Clock = utc_now,
 ) -> None:
     """Add the usage routes and the problem+json translation to ``app``."""
+    kept = horizons or RollupHorizons()
 
     def principal(
         authorization: str | None = Header(default=None),
@@ -72,7 +75,9 @@ def mount(
     async def usage(
         who: Principal = Depends(principal), p: QueryParams = Depends(params)
     ) -> dict[str, Any]:
-        return await handlers.usage_page(store, handlers.build_query(who, p, clock()))
+        return await handlers.usage_page(
+            store, handlers.build_query(who, p, clock(), horizons=kept)
+        )
 
     @router.get("/top")
     async def top(
@@ -87,14 +92,14 @@ def mount(
         limit: int = Query(10, ge=1, le=handlers.MAX_PAGE),
     ) -> dict[str, Any]:
         p = QueryParams(start, end, by, team_id, None, model, backend_id, limit)
-        query = handlers.build_query(who, p, clock(), order_by=metric)
+        query = handlers.build_query(who, p, clock(), order_by=metric, horizons=kept)
         return await handlers.top_consumers(store, query)
 
     @router.get("/export", response_class=Response)
     async def export(
         who: Principal = Depends(principal), p: QueryParams = Depends(params)
     ) -> Response:
-        query = handlers.build_query(who, p, clock())
+        query = handlers.build_query(who, p, clock(), horizons=kept)
         body = await handlers.export_csv(store, query, export_max_rows)
         name = f"usage-{query.start:%Y%m%dT%H%M}-{query.end:%Y%m%dT%H%M}.csv"
         return Response(

@@ -22,6 +22,7 @@ from hyperinfer.telemetry.adapters.postgres_maintenance import (
 )
 from hyperinfer.telemetry.adapters.postgres_spend import PostgresSpendStore
 from hyperinfer.telemetry.adapters.redis_stream import UsageStream
+from hyperinfer.telemetry.domain import RollupHorizons
 from hyperinfer.telemetry.ledger import Ledger, LedgerPolicy
 from hyperinfer.telemetry.metrics import LedgerMetrics, UsageMetrics
 from hyperinfer.telemetry.periodic import Periodic
@@ -94,6 +95,9 @@ def create_app(settings: TelemetrySettings, tracer: trace.Tracer | None = None) 
         team_admin_scope=settings.team_admin_scope,
         store=PostgresSpendStore(pg),
         export_max_rows=settings.export_max_rows,
+        horizons=RollupHorizons(
+            settings.minute_rollup_retention_days, settings.hour_rollup_retention_days
+        ),
     )
 
     async def watch_lag() -> None:

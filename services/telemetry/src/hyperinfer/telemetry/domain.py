@@ -225,3 +225,25 @@ def parse_group_by(raw: str) -> tuple[Dimension, ...]:
     if len(set(parts)) != len(parts):
         raise ValueError("group_by names a dimension twice")
     return tuple(parts)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RollupHorizons:
+    """How long minute and hour rollups are kept (days; 0: for ever). Day rows stay."""
+
+    minute_days: int = 14
+    hour_days: int = 400
+
+    def problem(self, segments: Sequence[Segment], now: datetime) -> str | None:
+        """Why a period cannot be answered exactly (it needs pruned rows), or None."""
+        for window, days, coarser in (("minute", self.minute_days, "hour"),
+                                      ("hour", self.hour_days, "day")):  # fmt: skip
+            if days <= 0:
+                continue
+            horizon = now - timedelta(days=days)
+            if any(s.window == window and s.start < horizon for s in segments):
+                return (
+                    f"{window} rollups are kept {days} days: before {horizon:%Y-%m-%d %H:%M}Z "
+                    f"bound the period (and group time) by whole {coarser}s"
+                )
+        return None

@@ -24,6 +24,7 @@ from hyperinfer.telemetry.domain import (
     KEY_DIMENSIONS,
     Dimension,
     Metric,
+    RollupHorizons,
     UsageQuery,
     parse_group_by,
     resolve_period,
@@ -106,6 +107,7 @@ def build_query(
     now: datetime,
     *,
     order_by: Metric | None = None,
+    horizons: RollupHorizons = RollupHorizons(),
 ) -> UsageQuery:
     """The query to run: period resolved, team pinned for a team admin, page decoded."""
     try:
@@ -127,6 +129,9 @@ def build_query(
         limit=params.limit,
         offset=decode_cursor(params.cursor),
     )
+    problem = horizons.problem(query.segments(), now)
+    if problem is not None:
+        raise InvalidQuery(problem)
     return pin_team(principal, query)
 
 

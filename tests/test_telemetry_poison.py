@@ -23,6 +23,8 @@ from hyperinfer.telemetry.testing import (
     produce,
 )
 
+pytestmark = pytest.mark.slow  # a real service process (a few seconds to start)
+
 
 @pytest.fixture
 def telemetry(

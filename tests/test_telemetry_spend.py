@@ -32,6 +32,8 @@ SALT = "e2e-salt"
 TEAM_A_ADMIN = "hi-e2e-team-a-admin"
 TEAMS = ("team-a", "team-b", "team-c")
 
+pytestmark = pytest.mark.slow  # a real service process (a few seconds to start)
+
 
 @pytest.fixture
 def telemetry(

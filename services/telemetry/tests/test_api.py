@@ -28,13 +28,20 @@ from prometheus_client import CollectorRegistry
 ADMIN = "test-master-admin-key"
 SALT = "salt-1"
 KEYS = {
-    "hi-team-a-admin": KeyConfig(id="ka-admin", team_id="team-a", scopes=["admin"]),
-    "hi-team-a-user": KeyConfig(id="ka-user", team_id="team-a", scopes=["chat"]),
-    "hi-team-b-admin": KeyConfig(id="kb-admin", team_id="team-b", scopes=["admin"]),
-    "hi-team-a-revoked": KeyConfig(id="ka-old", team_id="team-a", scopes=["admin"], active=False),
-    "hi-team-a-expired": KeyConfig(
-        id="ka-exp", team_id="team-a", scopes=["admin"], expires_at=datetime(2020, 1, 1, tzinfo=UTC)
+    "hi-team-a-admin": KeyConfig(id="ka-admin", team_id="team-a", user_id="u1", scopes=["admin"]),
+    "hi-team-a-user": KeyConfig(id="ka-user", team_id="team-a", user_id="u2", scopes=["chat"]),
+    "hi-team-b-admin": KeyConfig(id="kb-admin", team_id="team-b", user_id="u3", scopes=["admin"]),
+    "hi-team-a-revoked": KeyConfig(
+        id="ka-old", team_id="team-a", user_id="u1", scopes=["admin"], active=False
     ),
+    "hi-team-a-expired": KeyConfig(
+        id="ka-exp",
+        team_id="team-a",
+        user_id="u1",
+        scopes=["admin"],
+        expires_at=datetime(2020, 1, 1, tzinfo=UTC),
+    ),
+    "hi-team-a-no-user": KeyConfig(id="ka-svc", team_id="team-a", scopes=["admin"]),
 }
 BASE = datetime(2031, 3, 30, 22, 0, tzinfo=UTC)  # spans a day and a month boundary below
 
@@ -216,7 +223,8 @@ async def test_a_team_admin_sees_only_their_own_team(
 
 
 @pytest.mark.parametrize(
-    "key", ["", "wrong", "hi-team-a-user", "hi-team-a-revoked", "hi-team-a-expired"]
+    "key",
+    ["", "wrong", "hi-team-a-user", "hi-team-a-revoked", "hi-team-a-expired", "hi-team-a-no-user"],
 )
 async def test_keys_that_are_not_admin_keys_are_refused(
     client: httpx.AsyncClient, key: str

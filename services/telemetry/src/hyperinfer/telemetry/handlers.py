@@ -1,10 +1,12 @@
 """The spend API's work as plain functions: who is asking, what they may see, the answer.
 
 Access: the master admin key (``HYPERINFER_ADMIN_KEY``) sees every team. A team admin
-authenticates with an API key of their team whose scopes include the team-admin scope
-(``team_admin_scope``, default ``admin``); it is resolved against the local config
-snapshot (keyed hash, no database), and every query is pinned to that team — naming
-another team is refused, and group/top results never include one.
+authenticates with an API key of their team, owned by a user, whose scopes include the
+team-admin scope (``team_admin_scope``, default ``admin``, as the config service); it is
+resolved against the local config snapshot (keyed hash, no database), and every query is
+pinned to that team — naming another team is refused, and group/top results never
+include one. The snapshot carries no user roles, so an admin-scoped key of a platform
+admin is team-scoped here too (the master key sees everything).
 """
 
 from __future__ import annotations
@@ -95,7 +97,8 @@ def authenticate(
         return Principal("admin", None)
     key = snapshot.keys.get(hash_api_key(token, snapshot.key_hash_salt))
     usable = key is not None and key.active and (key.expires_at is None or key.expires_at > now)
-    if key is None or not usable or scope not in key.scopes:
+    # as the config service: an admin-scoped key acts for its user; no user, no admin
+    if key is None or not usable or scope not in key.scopes or key.user_id is None:
         raise Unauthorized("this key is not an admin key")
     return Principal(f"key:{key.id}", key.team_id)
 

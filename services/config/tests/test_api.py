@@ -496,3 +496,14 @@ async def test_admin_key_itself_is_never_echoed(admin: httpx.AsyncClient) -> Non
     assert r.json() == {"actor": "admin", "team_id": None, "role": "admin"}
     assert ADMIN_KEY not in r.text
     assert orjson.loads(r.content)["actor"] == "admin"
+
+
+async def test_published_version_is_reported_in_health_and_metrics(
+    admin: httpx.AsyncClient,
+) -> None:
+    r = await admin.post("/v1/admin/teams", json={"id": "acme", "name": "acme"})
+    version = int(r.headers["x-config-version"])
+    detailed = (await admin.get("/health/detailed")).json()
+    assert detailed["config"]["version"] == version
+    metrics = (await admin.get("/metrics")).text
+    assert f"hyperinfer_config_version_applied {float(version)}" in metrics

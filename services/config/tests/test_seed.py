@@ -58,6 +58,7 @@ def test_seed_creates_the_demo_tenant(service: ConfigServiceProcess, tmp_path: P
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert written["team_id"] == "demo"
     assert written["aliases"] == ["demo-chat", "demo-echo"]
+    assert written["alias"] == "demo-chat"
     assert written["ingress_url"] == "http://127.0.0.1:8080"
     assert written["api_key"] not in done.stdout + done.stderr
     assert "created" in done.stdout

@@ -28,7 +28,11 @@ Ident = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Label = Annotated[str, StringConstraints(max_length=200)]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,64}@[^@\s]{1,190}$")]
-Scope = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_:.-]{0,63}$")]
+# ``admin``, ``chat``, ``embeddings``, ``inference``, ``model:<alias>`` (alias names as below)
+Scope = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,31}(:[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127})?$"),
+]
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")]
 AliasName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$")]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]

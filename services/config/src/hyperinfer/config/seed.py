@@ -160,6 +160,7 @@ def seed(admin: Admin, out: Path, local_model_url: str | None, ingress_url: str)
             "key_id": key["id"],
             "team_id": TEAM,
             "team": TEAM,
+            "alias": "demo-chat",  # the one to try first
             "aliases": aliases,
             "local_model": LOCAL_MODEL if local_model_url else None,
             "ingress_url": ingress_url,

@@ -8,7 +8,7 @@ lag figures for metrics, and the safe trim (only entries every group has acknowl
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,13 +63,6 @@ def id_millis(entry_id: bytes | str) -> int:
     """The producer time (ms) encoded in a stream id ``<ms>-<seq>``."""
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     return int(text.split("-", 1)[0])
-
-
-def next_id(entry_id: bytes | str) -> str:
-    """The smallest id after ``entry_id``."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, seq = text.split("-", 1)
-    return f"{ms}-{int(seq) + 1}"
 
 
 class UsageStream:
@@ -184,40 +177,70 @@ class UsageStream:
         return max(0.0, (now_ms - id_millis(after[0][0])) / 1000) if after else 0.0
 
     async def trim_acknowledged(self) -> int:
-        """Drop entries that every consumer group has read and acknowledged."""
-        try:
-            groups = await self.redis.xinfo_groups(self.stream)
-        except ResponseError as exc:
-            if "no such key" not in str(exc):
-                raise
-            return 0
-        if not groups:
-            return 0
-        keep_from = [await self._first_needed(g) for g in groups]
-        minid = min(keep_from, key=lambda i: tuple(int(p) for p in i.split("-")))
-        return int(await self.redis.xtrim(self.stream, minid=minid, approximate=False))
+        """Drop entries that every consumer group has read and acknowledged.
 
-    async def _first_needed(self, group: Mapping[str, Any]) -> str:
-        if int(group["pending"]):
-            summary = await self.redis.xpending(self.stream, group["name"])
-            return _text(summary["min"])
-        return next_id(group["last-delivered-id"])
+        One script: a group's progress read and the trim happen with nothing in between.
+        """
+        try:
+            return int(await self.redis.eval(_TRIM_ACKNOWLEDGED, 1, self.stream))
+        except ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return 0
+            raise
 
     async def drop_stale_consumers(self, idle_s: float) -> list[str]:
-        """Forget consumers (dead replicas) idle for ``idle_s`` with nothing pending."""
-        dropped: list[str] = []
+        """Forget consumers (dead replicas) idle for ``idle_s`` with nothing pending.
+
+        Checked and deleted in one script: a consumer that takes entries between a check
+        and a delete would have them removed from the pending list, unclaimable.
+        """
         try:
-            consumers = await self.redis.xinfo_consumers(self.stream, self.group)
+            dropped = await self.redis.eval(
+                _DROP_STALE, 1, self.stream, self.group, int(idle_s * 1000), self.consumer
+            )
         except ResponseError as exc:
-            if is_missing_group(exc) or "no such key" in str(exc):
-                return dropped
+            if "no such key" in str(exc).lower() or is_missing_group(exc):  # nothing yet
+                return []
             raise
-        for c in consumers:
-            name = _text(c["name"])
-            if int(c["pending"]) == 0 and int(c["idle"]) > idle_s * 1000 and name != self.consumer:
-                await self.redis.xgroup_delconsumer(self.stream, self.group, name)
-                dropped.append(name)
-        return dropped
+        return [_text(name) for name in dropped]
+
+
+_TRIM_ACKNOWLEDGED = """
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+local keep_ms, keep_seq = nil, nil
+for _, g in ipairs(groups) do
+    local info = {}
+    for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+    local id
+    if info['pending'] > 0 then
+        id = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    else
+        id = info['last-delivered-id']
+    end
+    local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+    ms, seq = tonumber(ms), tonumber(seq)
+    if info['pending'] == 0 then seq = seq + 1 end
+    if keep_ms == nil or ms < keep_ms or (ms == keep_ms and seq < keep_seq) then
+        keep_ms, keep_seq = ms, seq
+    end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', string.format('%d-%d', keep_ms, keep_seq))
+"""
+
+_DROP_STALE = """
+local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+local dropped = {}
+for _, c in ipairs(consumers) do
+    local info = {}
+    for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+    if info['pending'] == 0 and info['idle'] > tonumber(ARGV[2]) and info['name'] ~= ARGV[3] then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
+        table.insert(dropped, info['name'])
+    end
+end
+return dropped
+"""
 
 
 def dead_letter_fields(item: Rejected, stream: str) -> dict[FieldT, EncodableT]:

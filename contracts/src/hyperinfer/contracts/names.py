@@ -86,6 +86,9 @@ ROUTING_TABLE_SEQ_KEY: Final = "hyperinfer:routing:table:seq"  # INCR: next tabl
 ROUTER_LEADER_KEY: Final = "hyperinfer:router:leader"  # lease: which router replica publishes
 CACHE_PREFIX: Final = "hyperinfer:cache:"
 NODES_KEY: Final = "hyperinfer:nodes"
+# Written once per Redis lifetime by the quota service: missing means Redis lost its
+# data (restart without persistence, flush) and budgets must be reloaded.
+QUOTA_EPOCH_KEY: Final = "hyperinfer:quota:epoch"
 JOBS_REDIS_DLQ_STREAM: Final = "hyperinfer:jobs:dlq"
 
 

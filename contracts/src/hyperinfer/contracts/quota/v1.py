@@ -47,6 +47,9 @@ class QuotaDecision(_Model):
     allowed: bool
     reason: DenyReason | None = None
     retry_after_ms: int = Field(default=0, ge=0)
+    never: bool = Field(
+        default=False, description="no wait admits this request at the current limits"
+    )
     limit_requests: int | None = None
     remaining_requests: int | None = None
     limit_tokens: int | None = None

@@ -1,0 +1,1 @@
+"""Real adapters (PostgreSQL, Redis, NATS) beside their in-memory fakes."""

@@ -3,8 +3,8 @@
 Version order equals commit order: ``commit_change`` locks the single ``config_state``
 row *before* it takes ``nextval('config_version_seq')``, and the lock is held until
 the transaction commits. So when a reader sees version N in ``config_state``, every
-change numbered N or lower has committed, and ``read_state`` (one REPEATABLE READ
-transaction) sees exactly those changes.
+change numbered N or lower has committed, and ``read_state`` (one statement, so one
+MVCC snapshot) sees exactly those changes.
 
 SQL text is assembled from the identifiers in ``TABLES`` (constants of this module)
 and numbered placeholders only; every value travels as a bind parameter.
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -394,20 +395,21 @@ class PostgresGovernanceStore:
         return dict(key), None if user is None else dict(user)
 
     async def read_state(self) -> GovernanceState:
-        async with (
-            self._connection() as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            head = await conn.fetchrow("SELECT version, price_version FROM config_state")
-            state = GovernanceState(*(0, 0) if head is None else (head[0], head[1]))
-            state.teams = await _all(conn, "team")
-            state.keys = await _all(conn, "key", "WHERE active AND revoked_at IS NULL")
-            state.aliases = await _all(conn, "alias")
-            state.quotas = await _all(conn, "quota")
-            state.backends = await _all(conn, "backend")
-            state.prices = await _all(conn, "price")
-            state.rules = await _all(conn, "rule")
-        return state
+        async with self._connection() as conn:
+            record = await conn.fetchrow(_STATE)  # one statement: one consistent view
+        assert record is not None
+        keys = [_with_time(k, "expires_at") for k in orjson.loads(record["keys"])]
+        return GovernanceState(
+            version=int(record["version"]),
+            price_version=int(record["price_version"]),
+            teams=orjson.loads(record["teams"]),
+            keys=keys,
+            aliases=orjson.loads(record["aliases"]),
+            quotas=orjson.loads(record["quotas"]),
+            backends=orjson.loads(record["backends"]),
+            prices=orjson.loads(record["prices"]),
+            rules=orjson.loads(record["rules"]),
+        )
 
     async def current_version(self) -> int:
         async with self._connection() as conn:
@@ -422,7 +424,30 @@ class PostgresGovernanceStore:
             return await tx.commit_change(record)
 
 
-async def _all(conn: Conn, kind: str, where: str = "") -> list[Row]:
+def _rows(kind: str, where: str = "") -> str:
     table = TABLES[kind]
-    records = await conn.fetch(f"SELECT * FROM {table.name} {where} ORDER BY {table.key}")
-    return [_decode(table, r) for r in records]
+    return (
+        f"(SELECT coalesce(json_agg(t ORDER BY t.{table.key}), '[]'::json)"
+        f" FROM {table.name} t {where})::text"
+    )
+
+
+# Everything the snapshot is built from, in one statement (one MVCC snapshot).
+_STATE = (
+    "SELECT coalesce((SELECT version FROM config_state), 0) AS version,"
+    " coalesce((SELECT price_version FROM config_state), 0) AS price_version,"
+    f" {_rows('team')} AS teams,"
+    f" {_rows('key', 'WHERE t.active AND t.revoked_at IS NULL')} AS keys,"
+    f" {_rows('alias')} AS aliases,"
+    f" {_rows('quota')} AS quotas,"
+    f" {_rows('backend')} AS backends,"
+    f" {_rows('price')} AS prices,"
+    f" {_rows('rule')} AS rules"
+)
+
+
+def _with_time(row: Row, name: str) -> Row:
+    """JSON carries times as text; the domain compares them."""
+    if isinstance(row.get(name), str):
+        row[name] = datetime.fromisoformat(row[name])
+    return row

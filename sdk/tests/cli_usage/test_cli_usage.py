@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from hyperinfer.client.cli._http import CliError
 from hyperinfer.client.cli.usage import usage_app
+from hyperinfer.contracts import names
 from hyperinfer.runtime.testing.servers import NatsServer, RedisServer, free_port
 from hyperinfer.telemetry.testing import (
     TelemetryProcess,
@@ -90,6 +91,7 @@ async def _seed(redis_url: str, dsn: str) -> None:
         for i in range(150)
     ]
     await produce(redis, [entry_fields(e) for e in events])
+    await produce(redis, [{names.USAGE_STREAM_FIELD: b"{not json"}])
     await redis.aclose()
     pg = await asyncpg.connect(dsn)
 
@@ -181,3 +183,34 @@ def test_refusals_and_an_unreachable_service_are_one_line_errors(
     bad = runner.invoke(usage_app, ["summary", "--group-by", "planet"], env=env(telemetry))
     assert isinstance(bad.exception, CliError)
     assert "cannot group by planet" in str(bad.exception)
+
+
+def test_dead_letters_are_listed_and_replayed(
+    runner: CliRunner, telemetry: TelemetryProcess
+) -> None:
+    listed = runner.invoke(usage_app, ["dead-letters", "--json"], env=env(telemetry))
+    assert listed.exit_code == 0, listed.output
+    (item,) = json.loads(listed.output)["items"]
+    assert item["reason"] == "invalid_payload"
+    assert item["payload"] == "{not json"
+    human = runner.invoke(usage_app, ["dead-letters"], env=env(telemetry))
+    assert "invalid_payload" in human.output
+
+    replayed = runner.invoke(usage_app, ["replay", item["id"], "1-1"], env=env(telemetry))
+    assert replayed.exit_code == 0, replayed.output
+    assert f"replayed {item['id']} as " in replayed.output
+    assert "not found: 1-1" in replayed.output
+
+    async def back_in_dlq() -> bool:  # still not JSON: refused again, under a new id
+        redis = aioredis.Redis.from_url(telemetry_redis(telemetry))
+        try:
+            ids = [i for i, _ in await redis.xrange(names.USAGE_DLQ_STREAM)]
+        finally:
+            await redis.aclose()
+        return len(ids) == 1 and ids[0].decode() != item["id"]
+
+    asyncio.run(eventually(back_in_dlq, what="replayed entry refused again"))
+
+
+def telemetry_redis(proc: TelemetryProcess) -> str:
+    return proc.env["HYPERINFER_REDIS_URL"]

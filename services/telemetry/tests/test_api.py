@@ -22,6 +22,8 @@ from hyperinfer.contracts.config.v1 import ConfigSnapshot, KeyConfig, TeamConfig
 from hyperinfer.runtime import Health, PostgresPool, RedisConnection, build_http_app
 from hyperinfer.telemetry import api
 from hyperinfer.telemetry.adapters.postgres_spend import PostgresSpendStore
+from hyperinfer.telemetry.adapters.redis_stream import UsageStream, dead_letter_fields
+from hyperinfer.telemetry.intake import Rejected
 from hyperinfer.telemetry.testing import entry_fields, eventually, make_usage, produce
 from prometheus_client import CollectorRegistry
 
@@ -90,9 +92,8 @@ async def seeded(make_ledger: Any, redis: RedisConnection) -> list[dict[str, Any
 
 
 @pytest.fixture
-async def client(
-    pg: PostgresPool, redis: RedisConnection, seeded: list[dict[str, Any]]
-) -> AsyncIterator[httpx.AsyncClient]:
+async def bare_client(pg: PostgresPool, redis: RedisConnection) -> AsyncIterator[httpx.AsyncClient]:
+    """The API over an empty ledger."""
     await store_snapshot(redis.client, snapshot())
     agent = ConfigAgent(redis.client)
     assert await agent.start(wait_s=5)
@@ -103,12 +104,19 @@ async def client(
         config=agent,
         team_admin_scope="admin",
         store=PostgresSpendStore(pg),
+        dlq=UsageStream(redis.client, "api"),
         export_max_rows=50,
     )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://telemetry") as http:
         yield http
     await agent.stop()
+
+
+@pytest.fixture
+async def client(bare_client: httpx.AsyncClient, seeded: list[dict[str, Any]]) -> httpx.AsyncClient:
+    """The API over the seeded ledger."""
+    return bare_client
 
 
 def auth(key: str) -> dict[str, str]:
@@ -227,9 +235,9 @@ async def test_a_team_admin_sees_only_their_own_team(
     ["", "wrong", "hi-team-a-user", "hi-team-a-revoked", "hi-team-a-expired", "hi-team-a-no-user"],
 )
 async def test_keys_that_are_not_admin_keys_are_refused(
-    client: httpx.AsyncClient, key: str
+    bare_client: httpx.AsyncClient, key: str
 ) -> None:
-    response = await client.get("/v1/usage", headers=auth(key) if key else {})
+    response = await bare_client.get("/v1/usage", headers=auth(key) if key else {})
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/problem+json"
     assert response.headers["www-authenticate"] == "Bearer"
@@ -304,9 +312,9 @@ async def test_csv_export_has_a_header_and_every_group(
     ],
 )
 async def test_bad_queries_get_problem_details(
-    client: httpx.AsyncClient, params: dict[str, str], detail: str
+    bare_client: httpx.AsyncClient, params: dict[str, str], detail: str
 ) -> None:
-    response = await client.get("/v1/usage", params=params, headers=auth(ADMIN))
+    response = await bare_client.get("/v1/usage", params=params, headers=auth(ADMIN))
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
     body = response.json()
@@ -316,13 +324,63 @@ async def test_bad_queries_get_problem_details(
 
 
 async def test_a_period_needing_pruned_minute_rollups_is_refused(
-    client: httpx.AsyncClient,
+    bare_client: httpx.AsyncClient,
 ) -> None:
     start = (datetime.now(UTC) - timedelta(days=30)).replace(minute=5, second=0, microsecond=0)
     params = {"start": start.isoformat(), "end": (start + timedelta(days=1)).isoformat()}
-    response = await client.get("/v1/usage", params=params, headers=auth(ADMIN))
+    response = await bare_client.get("/v1/usage", params=params, headers=auth(ADMIN))
     assert response.status_code == 400
     assert "minute rollups are kept 14 days" in response.json()["detail"]
     hour = start.replace(minute=0)
     whole = {"start": hour.isoformat(), "end": (hour + timedelta(hours=5)).isoformat()}
-    assert (await client.get("/v1/usage", params=whole, headers=auth(ADMIN))).status_code == 200
+    assert (
+        await bare_client.get("/v1/usage", params=whole, headers=auth(ADMIN))
+    ).status_code == 200
+
+
+async def test_dead_letters_are_listed_and_replayed_by_the_master_key_only(
+    bare_client: httpx.AsyncClient, pg: PostgresPool, redis: RedisConnection, make_ledger: Any
+) -> None:
+    await make_ledger()
+    # dead-lettered during an earlier incident, valid now (e.g. its consumer was fixed)
+    valid = entry_fields(make_usage("from-the-dlq", at=datetime.now(UTC), cost_micros=7))
+    incident = Rejected(b"1-1", "rejected_by_store", "disk full", _as_bytes(valid), 1)
+    first = await redis.client.xadd(names.USAGE_DLQ_STREAM, dead_letter_fields(incident, "x"))
+    bad = Rejected(b"1-2", "invalid_payload", "not JSON", {b"envelope": b"{nope"}, 1)
+    second = await redis.client.xadd(names.USAGE_DLQ_STREAM, dead_letter_fields(bad, "x"))
+
+    page = await bare_client.get("/v1/usage/dead-letters", params={"limit": 1}, headers=auth(ADMIN))
+    assert page.status_code == 200
+    assert [i["reason"] for i in page.json()["items"]] == ["rejected_by_store"]
+    after = page.json()["next_after"]
+    rest = await bare_client.get(
+        "/v1/usage/dead-letters", params={"after": after}, headers=auth(ADMIN)
+    )
+    assert [i["id"] for i in rest.json()["items"]] == [second.decode()]
+    assert rest.json()["next_after"] is None
+    team = await bare_client.get("/v1/usage/dead-letters", headers=auth("hi-team-a-admin"))
+    assert team.status_code == 403
+
+    ids = [first.decode(), second.decode(), "99-9"]
+    replay = await bare_client.post(
+        "/v1/usage/dead-letters/replay", json={"ids": ids}, headers=auth(ADMIN)
+    )
+    assert replay.status_code == 200
+    assert [r["id"] for r in replay.json()["replayed"]] == ids[:2]
+    assert replay.json()["missing"] == ["99-9"]
+
+    async def recorded_and_refused_again() -> bool:
+        async with pg.pool.acquire() as conn:
+            n = await conn.fetchval("SELECT count(*) FROM usage_events WHERE cost_micros = 7")
+        reasons = [f[b"reason"] for _, f in await redis.client.xrange(names.USAGE_DLQ_STREAM)]
+        return n == 1 and reasons == [b"invalid_payload"]
+
+    await eventually(recorded_and_refused_again, what="valid one recorded, bad one back in DLQ")
+    bogus = await bare_client.post(
+        "/v1/usage/dead-letters/replay", json={"ids": ["drop table"]}, headers=auth(ADMIN)
+    )
+    assert bogus.status_code == 400
+
+
+def _as_bytes(fields: dict[str | bytes, bytes]) -> dict[bytes, bytes]:
+    return {k.encode() if isinstance(k, str) else k: v for k, v in fields.items()}

@@ -1,10 +1,11 @@
 """`hyperinfer usage`: spend and usage from the telemetry service.
 
-``summary`` (grouped usage and cost over a period, paged), ``top`` (largest consumers)
-and ``export`` (CSV). The service is ``HYPERINFER_TELEMETRY_URL`` (default
-http://127.0.0.1:8102), the key ``HYPERINFER_ADMIN_KEY`` (the master admin key, or a
-team admin's API key, which sees only its team). Times are ISO 8601, UTC unless they
-say otherwise; without them, this month so far.
+``summary`` (grouped usage and cost over a period, paged), ``top`` (largest consumers),
+``export`` (CSV), ``dead-letters`` and ``replay`` (refused entries; master key). The
+service is ``HYPERINFER_TELEMETRY_URL`` (default http://127.0.0.1:8102), the key
+``HYPERINFER_ADMIN_KEY`` (the master admin key, or a team admin's API key, which sees
+only its team). Times are ISO 8601, UTC unless they say otherwise; without them, this
+month so far.
 """
 
 from __future__ import annotations
@@ -182,6 +183,41 @@ def export(
     else:
         output.write_text(text)
         typer.echo(f"wrote {max(0, text.count(chr(10)) - 1)} rows to {output}")
+
+
+@usage_app.command("dead-letters")
+def dead_letters(
+    limit: int = typer.Option(50, "--limit", min=1, max=1000),
+    after: str | None = typer.Option(None, "--after", help="the id the previous page ended at"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Usage entries the ledger refused, with why (master admin key)."""
+    params = {"limit": limit, "after": after}
+    body = telemetry_api().call("GET", "/v1/usage/dead-letters", params=params).json()
+    emit(body, as_json, render_dead_letters)
+
+
+def render_dead_letters(body: dict[str, Any]) -> str:
+    text = table(body["items"], ["id", "reason", "attempts", "failed_at", "detail"])
+    if body.get("next_after"):
+        text += f"\nmore: --after {body['next_after']}"
+    return text
+
+
+@usage_app.command("replay")
+def replay(
+    ids: list[str] = typer.Argument(..., help="dead-letter ids to put back on the usage stream"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Re-queue dead letters after a fix; each is validated again, none counts twice."""
+    body = telemetry_api().call("POST", "/v1/usage/dead-letters/replay", json={"ids": ids}).json()
+    emit(body, as_json, render_replay)
+
+
+def render_replay(body: dict[str, Any]) -> str:
+    lines = [f"replayed {r['id']} as {r['stream_id']}" for r in body["replayed"]]
+    lines += [f"not found: {m}" for m in body["missing"]]
+    return "\n".join(lines) or "nothing replayed"
 
 
 def register(app: typer.Typer) -> None:

@@ -4,6 +4,8 @@
                           minute/hour/day/month over a period, paginated, with totals
 ``GET /v1/usage/top``     top consumers (teams, keys, models or backends) by a metric
 ``GET /v1/usage/export``  the same groups as ``/v1/usage``, every row, as CSV
+``GET /v1/usage/dead-letters``, ``POST /v1/usage/dead-letters/replay``  refused usage
+                          entries and their reasons; replay after a fix (master key only)
 
 Periods are UTC whole minutes ``[start, end)``; without them, this month so far.
 """
@@ -23,11 +25,16 @@ from hyperinfer.runtime import get_logger
 from hyperinfer.telemetry import handlers
 from hyperinfer.telemetry.domain import RollupHorizons
 from hyperinfer.telemetry.errors import TelemetryError, Unauthorized
-from hyperinfer.telemetry.handlers import Principal, QueryParams, SpendStore
+from hyperinfer.telemetry.handlers import DeadLetterStore, Principal, QueryParams, SpendStore
+from pydantic import BaseModel, Field
 
 log = get_logger(__name__)
 PROBLEM = "application/problem+json"
 Clock = Callable[[], datetime]
+
+
+class ReplayRequest(BaseModel):
+    ids: list[str] = Field(min_length=1, max_length=1000, description="dead-letter ids")
 
 
 class SnapshotSource(Protocol):
@@ -42,6 +49,7 @@ def mount(
     config: SnapshotSource,
     team_admin_scope: str,
     store: SpendStore,
+    dlq: DeadLetterStore,
     export_max_rows: int,
     horizons: RollupHorizons | None = None,
     clock: Clock = utc_now,
@@ -107,6 +115,20 @@ def mount(
             media_type="text/csv; charset=utf-8",
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
+
+    @router.get("/dead-letters")
+    async def dead_letters(
+        who: Principal = Depends(principal),
+        limit: int = Query(50, ge=1, le=handlers.MAX_PAGE),
+        after: str | None = Query(None, description="the next_after of the previous page"),
+    ) -> dict[str, Any]:
+        handlers.require_master(who)
+        return await handlers.list_dead_letters(dlq, limit, after)
+
+    @router.post("/dead-letters/replay")
+    async def replay(body: ReplayRequest, who: Principal = Depends(principal)) -> dict[str, Any]:
+        handlers.require_master(who)
+        return await handlers.replay_dead_letters(dlq, body.ids)
 
     app.include_router(router)
     app.add_exception_handler(TelemetryError, _problem)  # type: ignore[arg-type]

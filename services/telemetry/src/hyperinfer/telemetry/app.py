@@ -94,6 +94,7 @@ def create_app(settings: TelemetrySettings, tracer: trace.Tracer | None = None) 
         config=config,
         team_admin_scope=settings.team_admin_scope,
         store=PostgresSpendStore(pg),
+        dlq=stream,
         export_max_rows=settings.export_max_rows,
         horizons=RollupHorizons(
             settings.minute_rollup_retention_days, settings.hour_rollup_retention_days

@@ -15,11 +15,13 @@ import base64
 import csv
 import hmac
 import io
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
 from hyperinfer.client.keys import hash_api_key
 from hyperinfer.contracts.config.v1 import ConfigSnapshot
 from hyperinfer.telemetry.domain import (
@@ -236,3 +238,62 @@ def _filters(query: UsageQuery) -> dict[str, str]:
         "backend_id": query.backend_id,
     }
     return {k: v for k, v in pairs.items() if v is not None}
+
+
+# --- dead letters (master admin only: raw payloads cross team lines) ---------------------
+_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+
+
+class DeadLetterStore(Protocol):
+    async def dead_letters(self, count: int, after: str | None) -> list[Any]: ...
+
+    async def replay(self, dlq_id: str) -> bytes | None: ...
+
+
+def require_master(principal: Principal) -> None:
+    if principal.team_id is not None:
+        raise Forbidden("only the master admin key may read or replay dead letters")
+
+
+def stream_id(value: str, what: str) -> str:
+    if not _STREAM_ID.match(value):
+        raise InvalidQuery(f"{what} {value!r} is not a stream id such as 1700000000000-0")
+    return value
+
+
+async def list_dead_letters(
+    store: DeadLetterStore, limit: int, after: str | None
+) -> dict[str, Any]:
+    """One page of dead letters, oldest first, and where the next page starts."""
+    entries = await store.dead_letters(limit + 1, stream_id(after, "after") if after else None)
+    items = [describe_dead_letter(entry_id, fields) for entry_id, fields in entries[:limit]]
+    more = len(entries) > limit
+    return {"items": items, "next_after": items[-1]["id"] if more and items else None}
+
+
+def describe_dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> dict[str, Any]:
+    try:
+        data = orjson.loads(fields[b"envelope"])["data"]
+    except (KeyError, TypeError, orjson.JSONDecodeError):
+        data = {}
+    return {
+        "id": entry_id.decode(),
+        "original_id": data.get("original_id"),
+        "reason": data.get("reason", fields.get(b"reason", b"").decode("utf-8", "replace")),
+        "detail": data.get("detail"),
+        "attempts": data.get("attempts"),
+        "failed_at": data.get("failed_at"),
+        "payload": str(data.get("original_payload", ""))[:2000],
+    }
+
+
+async def replay_dead_letters(store: DeadLetterStore, ids: list[str]) -> dict[str, Any]:
+    """Put each named dead letter back on the usage stream (validated again on the way)."""
+    replayed, missing = [], []
+    for dlq_id in ids:
+        new_id = await store.replay(stream_id(dlq_id, "id"))
+        if new_id is None:
+            missing.append(dlq_id)
+        else:
+            replayed.append({"id": dlq_id, "stream_id": new_id.decode()})
+    return {"replayed": replayed, "missing": missing}

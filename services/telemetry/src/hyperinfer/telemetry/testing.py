@@ -129,6 +129,7 @@ class TelemetryProcess:
     def __init__(self, port: int, env: Mapping[str, str], log_path: Path) -> None:
         self.port = port
         self.log_path = log_path
+        self.env = dict(env)
         clean = {k: v for k, v in os.environ.items() if not k.startswith("HYPERINFER_")}
         clean.update(env)
         clean["HYPERINFER_TELEMETRY_HTTP_PORT"] = str(port)

@@ -143,6 +143,31 @@ class UsageStream:
                 pipe.xack(self.stream, self.group, *ack_ids)
             await pipe.execute()
 
+    async def dead_letters(self, count: int, after: str | None) -> list[StreamEntry]:
+        """Dead-letter entries, oldest first, after the id ``after`` (exclusive)."""
+        start = f"({after}" if after else "-"
+        reply: Any = await self.redis.xrange(self.dlq_stream, min=start, count=count)
+        return list(reply)
+
+    async def replay(self, dlq_id: str) -> bytes | None:
+        """Put one dead letter back on the usage stream as it was, and drop it from the DLQ.
+
+        It goes through validation again (and is dead-lettered again if still refused);
+        a request already recorded is not counted twice. None when there is no such entry.
+        """
+        found: Any = await self.redis.xrange(self.dlq_stream, min=dlq_id, max=dlq_id)
+        if not found:
+            return None
+        body = orjson.loads(found[0][1][ENVELOPE_FIELD])["data"]
+        fields: dict[FieldT, EncodableT] = {ENVELOPE_FIELD: body["original_payload"].encode()}
+        for name, value in body.get("original_headers", {}).items():
+            fields[name] = value
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.stream, fields)
+            pipe.xdel(self.dlq_stream, dlq_id)
+            new_id, _ = await pipe.execute()
+        return bytes(new_id)
+
     async def stats(self) -> GroupStats:
         try:
             groups = await self.redis.xinfo_groups(self.stream)

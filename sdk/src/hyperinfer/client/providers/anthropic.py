@@ -8,7 +8,6 @@ carry ``anthropic-version``. Anthropic has no embeddings API: ``embeddings`` rai
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,20 +17,14 @@ from hyperinfer.client.anthropic_format import (
     from_messages_response,
     to_messages_request,
 )
-from hyperinfer.client.errors import (
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamStatusError,
-    UpstreamTimeout,
-)
+from hyperinfer.client.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from hyperinfer.client.providers.base import (
+    HttpTransport,
     PoolLimits,
     Upstream,
     parse_json_object,
-    pooled_http_client,
     raise_for_status,
-    request_timeout,
-    translate_transport_errors,
+    translate_aiohttp_errors,
 )
 from hyperinfer.client.providers.sse import sse_events
 
@@ -46,8 +39,7 @@ class AnthropicProvider:
     kind = "anthropic"
 
     def __init__(self, limits: PoolLimits | None = None) -> None:
-        self._limits = limits or PoolLimits()
-        self._http = pooled_http_client(self._limits)
+        self._http = HttpTransport(limits)
 
     def _url(self, upstream: Upstream) -> str:
         return (upstream.base_url or ANTHROPIC_API) + "/v1/messages"
@@ -64,39 +56,23 @@ class AnthropicProvider:
 
     async def chat(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
         body = to_messages_request({**request, "stream": False}, upstream.model, DEFAULT_MAX_TOKENS)
-        try:
-            async with asyncio.timeout(upstream.timeout_s):
-                with translate_transport_errors(upstream):
-                    response = await self._http.post(
-                        self._url(upstream),
-                        content=orjson.dumps(body),
-                        headers=self._headers(upstream),
-                        timeout=request_timeout(upstream, self._limits),
-                    )
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"backend {upstream.backend.name or upstream.backend.id} did not answer "
-                f"within {upstream.timeout_s:g}s"
-            ) from None
-        raise_for_status(upstream, response.status_code, response.headers, response.content)
-        return from_messages_response(parse_json_object(upstream, response.content))
+        status, headers, raw = await self._http.post(
+            upstream, self._url(upstream), orjson.dumps(body), self._headers(upstream)
+        )
+        raise_for_status(upstream, status, headers, raw)
+        return from_messages_response(parse_json_object(upstream, raw))
 
     async def chat_stream(
         self, upstream: Upstream, request: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         body = to_messages_request({**request, "stream": True}, upstream.model, DEFAULT_MAX_TOKENS)
-        with translate_transport_errors(upstream):
-            async with self._http.stream(
-                "POST",
-                self._url(upstream),
-                content=orjson.dumps(body),
-                headers=self._headers(upstream),
-                timeout=request_timeout(upstream, self._limits),
-            ) as response:
-                if response.status_code >= 300:
-                    raw = await response.aread()
-                    raise_for_status(upstream, response.status_code, response.headers, raw)
-                async for chunk in _chunks(upstream, response.aiter_bytes()):
+        async with self._http.stream(
+            upstream, self._url(upstream), orjson.dumps(body), self._headers(upstream)
+        ) as response:
+            if response.status >= 300:
+                raise_for_status(upstream, response.status, response.headers, await response.read())
+            with translate_aiohttp_errors(upstream):
+                async for chunk in _chunks(upstream, response.chunks):
                     yield chunk
 
     async def embeddings(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:

@@ -10,20 +10,18 @@ chunk carries exact usage (the data plane hides it from a caller that did not as
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from hyperinfer.client.errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from hyperinfer.client.errors import UpstreamError, UpstreamProtocolError
 from hyperinfer.client.providers.base import (
+    HttpTransport,
     PoolLimits,
     Upstream,
     parse_json_object,
-    pooled_http_client,
     raise_for_status,
-    request_timeout,
-    translate_transport_errors,
+    translate_aiohttp_errors,
 )
 from hyperinfer.client.providers.sse import sse_events
 
@@ -36,8 +34,7 @@ class OpenAIProvider:
     default_base_url = OPENAI_API
 
     def __init__(self, limits: PoolLimits | None = None) -> None:
-        self._limits = limits or PoolLimits()
-        self._http = pooled_http_client(self._limits)
+        self._http = HttpTransport(limits)
 
     def _url(self, upstream: Upstream, path: str) -> str:
         return (upstream.base_url or self.default_base_url) + path
@@ -51,22 +48,11 @@ class OpenAIProvider:
     async def _post_json(
         self, upstream: Upstream, path: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(upstream.timeout_s):
-                with translate_transport_errors(upstream):
-                    response = await self._http.post(
-                        self._url(upstream, path),
-                        content=orjson.dumps(body),
-                        headers=self._headers(upstream),
-                        timeout=request_timeout(upstream, self._limits),
-                    )
-        except TimeoutError:
-            raise UpstreamTimeout(
-                f"backend {upstream.backend.name or upstream.backend.id} did not answer "
-                f"within {upstream.timeout_s:g}s"
-            ) from None
-        raise_for_status(upstream, response.status_code, response.headers, response.content)
-        return parse_json_object(upstream, response.content)
+        status, headers, raw = await self._http.post(
+            upstream, self._url(upstream, path), orjson.dumps(body), self._headers(upstream)
+        )
+        raise_for_status(upstream, status, headers, raw)
+        return parse_json_object(upstream, raw)
 
     async def chat(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
         body = {**request, "model": upstream.model}
@@ -85,18 +71,14 @@ class OpenAIProvider:
             "stream": True,
             "stream_options": options or {"include_usage": True},
         }
-        with translate_transport_errors(upstream):
-            async with self._http.stream(
-                "POST",
-                self._url(upstream, "/chat/completions"),
-                content=orjson.dumps(body),
-                headers=self._headers(upstream),
-                timeout=request_timeout(upstream, self._limits),
-            ) as response:
-                if response.status_code >= 300:
-                    raw = await response.aread()
-                    raise_for_status(upstream, response.status_code, response.headers, raw)
-                async for chunk in _chunks(upstream, response.aiter_bytes()):
+        url = self._url(upstream, "/chat/completions")
+        async with self._http.stream(
+            upstream, url, orjson.dumps(body), self._headers(upstream)
+        ) as response:
+            if response.status >= 300:
+                raise_for_status(upstream, response.status, response.headers, await response.read())
+            with translate_aiohttp_errors(upstream):
+                async for chunk in _chunks(upstream, response.chunks):
                     yield chunk
 
     async def embeddings(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:

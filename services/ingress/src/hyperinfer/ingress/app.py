@@ -18,7 +18,7 @@ from hyperinfer.client.quota import QuotaLimiter, hot_path_redis
 from hyperinfer.client.resilience import RetryPolicy
 from hyperinfer.client.routing_table import RoutingTableAgent
 from hyperinfer.client.usage import UsageRecorder
-from hyperinfer.ingress.api import HotRoutes
+from hyperinfer.ingress.api import HotRoutes, is_hot_route
 from hyperinfer.ingress.metrics import IngressMetrics
 from hyperinfer.ingress.openapi import install_openapi
 from hyperinfer.ingress.settings import IngressSettings
@@ -73,7 +73,9 @@ def create_app(settings: IngressSettings) -> Service:
     metrics = IngressMetrics(registry)
     plane.observers.append(metrics.observe)
     _health(health, registry, plane, limiter, cache)
-    app = build_http_app(health, registry)
+    # FastAPI's own OpenTelemetry layer wraps every request before any middleware;
+    # the hot routes skip it (it costs more than the rest of the hot path)
+    app = build_http_app(health, registry, telemetry={"exclude": is_hot_route})
     install_openapi(app)
     hot = HotRoutes(
         app.build_middleware_stack(),

@@ -220,3 +220,50 @@ def test_client_that_leaves_mid_stream_is_charged(
     assert 5 <= event["completion_tokens"] < 40  # what had passed, not the whole answer
     assert event["prompt_tokens"] > 60
     assert event["cost_micros"] > 0
+
+
+def test_messages_stream_cut_ends_with_an_anthropic_error_event(
+    fake: FakeUpstream, start_ingress: IngressFactory
+) -> None:
+    fake.configure(fault="cut_stream", fault_after_frames=3)
+    world = Scenario.build(
+        backends={"primary": ("openai_compatible", fake.url + "/v1")},
+        aliases={"small": [("primary", "p")]},
+    )
+    ingress = start_ingress(world)
+    body = {
+        "model": "small",
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": "one two three four five"}],
+    }
+    with httpx.stream(
+        "POST", ingress.url + "/v1/messages", json=body, headers={"x-api-key": world.api_key}
+    ) as response:
+        raw = response.read()
+    assert response.status_code == 200
+    assert raw.startswith(b"event: message_start")
+    assert b"event: content_block_delta" in raw
+    assert raw.rstrip().split(b"\n\n")[-1].startswith(b"event: error")
+    assert b"message_stop" not in raw
+
+
+def test_opted_in_answers_come_from_the_response_cache(
+    fake: FakeUpstream, start_ingress: IngressFactory, redis_url: str
+) -> None:
+    world = Scenario.build(
+        backends={"primary": ("openai_compatible", fake.url + "/v1")},
+        aliases={"small": [("primary", "p")]},
+    )
+    ingress = start_ingress(world)
+    with oai(ingress.url, world.api_key) as client:
+        cached = client.with_options(default_headers={"x-hyperinfer-cache": "60"})
+        first = cached.chat.completions.create(model="small", messages=HELLO)
+        second = cached.chat.completions.create(model="small", messages=HELLO)
+        uncached = client.chat.completions.create(model="small", messages=HELLO)
+    assert first.choices[0].message.content == second.choices[0].message.content
+    assert uncached.choices[0].message.content == first.choices[0].message.content
+    assert len(fake.requests) == 2  # the second opted-in request never left the ingress
+    events = wait_events(redis_url, 3)
+    assert [e["cache_hit"] for e in events] == [False, True, False]
+    assert events[1]["cost_micros"] == 0

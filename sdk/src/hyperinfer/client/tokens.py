@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 PER_MESSAGE_TOKENS = 3  # OpenAI's chat format overhead per message
 REPLY_PRIMER_TOKENS = 3
 BYTES_PER_TOKEN = 4
+IMAGE_TOKENS = 1000  # a non-text content part in a reservation estimate
 
 
 class _Encoding(Protocol):
@@ -100,8 +101,14 @@ def estimate_prompt_tokens(messages: Any) -> int:
     for message in messages:
         if isinstance(message, dict):
             content = message.get("content")
-            size = len(content) if isinstance(content, str) else len(str(content or ""))
-            total += PER_MESSAGE_TOKENS + -(-size // 3)  # chars/3: rounds up for non-English
+            if isinstance(content, str):
+                size, parts = len(content), 0
+            elif isinstance(content, list):  # text parts by length; an image is ~1k tokens
+                size = len(message_text(content))
+                parts = sum(1 for p in content if not (isinstance(p, dict) and "text" in p))
+            else:
+                size, parts = len(str(content or "")), 0
+            total += PER_MESSAGE_TOKENS + -(-size // 3) + IMAGE_TOKENS * parts
     return total
 
 

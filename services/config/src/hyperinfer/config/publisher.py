@@ -67,8 +67,8 @@ class SnapshotPublisher:
 
     async def repair(self) -> bool:
         """Republish if Redis does not hold the current version. True when it did."""
-        current = await self._store.current_version()
-        stored = await self.redis_version()
+        stored = await self.redis_version()  # first: a commit between the reads cannot
+        current = await self._store.current_version()  # make Redis look ahead of PostgreSQL
         if stored is not None and stored > current:
             log.warning(
                 "redis holds a newer config version than postgres; moving the sequence past it",

@@ -279,3 +279,26 @@ def test_health_and_metrics(fake: FakeUpstream, start_ingress: IngressFactory) -
     assert f"hyperinfer_ingress_requests_total{{{labels}}} 1.0" in metrics
     assert "hyperinfer_ingress_upstream_latency_seconds_count" in metrics
     assert httpx.get(ingress.url + "/nope").headers["x-request-id"]
+
+
+def test_config_pushed_after_start_applies_within_a_second(
+    fake: FakeUpstream, start_ingress: IngressFactory, redis_url: str
+) -> None:
+    from .conftest import seed
+
+    first = world_for(fake)
+    ingress = start_ingress(first)
+    time.sleep(6)  # past one check interval: the watch must survive an idle pub/sub read
+    second = world_for(fake, version=2)
+    seed(redis_url, second)
+    deadline = time.monotonic() + 1.0
+    with oai(ingress.url, second.api_key) as client:
+        while True:
+            try:
+                client.chat.completions.create(model="small", messages=HELLO)
+                break
+            except openai.AuthenticationError:
+                assert time.monotonic() < deadline, "the new key was not accepted within 1 s"
+                time.sleep(0.05)
+    with oai(ingress.url, first.api_key) as old, pytest.raises(openai.AuthenticationError):
+        old.chat.completions.create(model="small", messages=HELLO)

@@ -166,3 +166,18 @@ async def _zero(value: Any) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_entries_trimmed_before_they_were_recorded_are_counted_as_lost(
+    make_ledger: Any, redis: RedisConnection
+) -> None:
+    await setup_group(redis)
+    await produce(redis.client, [entry_fields(make_usage(f"r{i}")) for i in range(6)])
+    await ghost_reads(redis, 4)
+    await redis.client.xtrim(STREAM, maxlen=0, approximate=False)  # a producer's MAXLEN cap
+    store = MemoryLedgerStore()
+    rig = await make_ledger(store=store, reclaim_min_idle_ms=300, reclaim_interval_s=0.1)
+
+    await eventually(lambda: _zero(pending_of(redis)), what="nothing left pending")
+    assert rig.metric("hyperinfer_ledger_trimmed_unrecorded_total") == 4
+    assert store.events == {}  # the two never delivered were trimmed as well: nothing to read

@@ -113,8 +113,10 @@ def sort_batch(
 def decode_entry(
     entry_id: bytes, fields: Mapping[bytes, bytes] | None, delivered: int, rules: IntakeRules
 ) -> LedgerEvent | Rejected:
+    if fields is None:  # trimmed from the stream before it was recorded: the usage is gone
+        return Rejected(entry_id, "trimmed", "the entry was trimmed before it was recorded")
     if not fields:
-        return Rejected(entry_id, "invalid_payload", "entry has no fields (deleted or empty)")
+        return Rejected(entry_id, "invalid_payload", "entry has no fields")
     if delivered > rules.max_deliveries:
         detail = f"delivered {delivered} times (limit {rules.max_deliveries})"
         return Rejected(entry_id, "max_deliveries", detail, fields, delivered)

@@ -235,6 +235,12 @@ class Ledger:
             self._policy.reclaim_min_idle_ms, self._claim_cursor, self._policy.batch_max_events
         )
         self._claim_cursor = claimed.next_cursor
+        if claimed.trimmed:
+            self._metrics.trimmed.inc(claimed.trimmed)
+            log.error(
+                "pending usage entries were trimmed from the stream before being recorded",
+                extra={"count": claimed.trimmed},
+            )
         if claimed.next_cursor in (b"0-0", "0-0"):
             self._next_reclaim = time.monotonic() + self._policy.reclaim_interval_s
         if not claimed.entries:
@@ -352,6 +358,8 @@ class Ledger:
         m.events.labels("dead_lettered").inc(len(rejected))
         for item in rejected:
             m.dead_lettered.labels(item.reason).inc()
+            if item.reason == "trimmed":
+                m.trimmed.inc()
             log.warning(
                 "usage entry dead-lettered",
                 extra={

@@ -177,6 +177,11 @@ class LedgerMetrics:
             "Entries taken over from idle (dead) consumers",
             registry=registry,
         )
+        self.trimmed = Counter(
+            "hyperinfer_ledger_trimmed_unrecorded",
+            "Entries trimmed from the stream before they were recorded: usage lost (alert!)",
+            registry=registry,
+        )
         self.write_failing = Gauge(
             "hyperinfer_ledger_write_failing",
             "1 while the ledger cannot commit (entries wait unacknowledged)",

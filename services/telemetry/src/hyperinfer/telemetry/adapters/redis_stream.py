@@ -30,6 +30,7 @@ class Claimed:
     entries: list[StreamEntry]
     deliveries: dict[bytes, int]
     next_cursor: bytes
+    trimmed: int = 0  # pending entries whose content was trimmed away (usage lost)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,8 @@ class UsageStream:
             self.stream, self.group, self.consumer, min_idle_ms, start_id=cursor, count=count
         )
         entries = [e for e in reply[1] if e and e[0]]
-        return Claimed(entries, await self.deliveries(entries), reply[0])
+        trimmed = len(reply[2]) if len(reply) > 2 else 0
+        return Claimed(entries, await self.deliveries(entries), reply[0], trimmed)
 
     async def deliveries(self, entries: Sequence[StreamEntry]) -> dict[bytes, int]:
         """How often each of ``entries`` (held by this consumer) was delivered."""

@@ -185,10 +185,14 @@ class Ledger:
             return
         if not task.done():
             task.cancel()  # entries it may have taken stay pending: reclaimed, not lost
-        with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+        try:
             batch = await task
             if batch.entries:
                 await self.settle(batch)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # stopping anyway: what it held stays pending
+            log.warning("read-ahead batch not settled at stop: %s", f"{type(exc).__name__}: {exc}")
 
     def _held_ids(self) -> list[bytes]:
         """Entries read ahead and not settled yet: the heartbeat keeps them too."""

@@ -163,6 +163,11 @@ async def test_redis_restart_under_load_keeps_policies_and_reconciles(
     stop = asyncio.Event()
     seq = iter(range(10**9))
 
+    def within(began: str) -> str:
+        """A request counts for a phase if it started and ended in it (kill and start
+        block the loop, so a request can straddle them)."""
+        return began if began == phase else "straddling"
+
     async def closed_team(node: QuotaLimiter, client: aioredis.Redis) -> None:
         began = phase
         rid = f"c{next(seq)}"
@@ -176,9 +181,9 @@ async def test_redis_restart_under_load_keeps_policies_and_reconciles(
                 limits=index.limits("closed", "kc"),
             )
         except QuotaUnavailable:
-            outcomes[(began, "closed", "unavailable")] += 1
+            outcomes[(within(began), "closed", "unavailable")] += 1
             return
-        outcomes[(began, "closed", res.mode)] += 1
+        outcomes[(within(began), "closed", res.mode)] += 1
         pipe = client.pipeline(transaction=False)
         node.settle_into(pipe, res, 3, 5)
         pipe.xadd(
@@ -187,7 +192,7 @@ async def test_redis_restart_under_load_keeps_policies_and_reconciles(
         try:
             await pipe.execute()
         except Exception:  # Redis died between the reserve and the settle: nothing to do
-            outcomes[(began, "closed", "settle_lost")] += 1
+            outcomes[(within(began), "closed", "settle_lost")] += 1
 
     async def open_team(node: QuotaLimiter) -> None:
         began = phase
@@ -201,9 +206,9 @@ async def test_redis_restart_under_load_keeps_policies_and_reconciles(
                 limits=index.limits("open", "ko"),
             )
         except QuotaExceeded:
-            outcomes[(began, "open", "limited")] += 1
+            outcomes[(within(began), "open", "limited")] += 1
             return
-        outcomes[(began, "open", res.mode)] += 1
+        outcomes[(within(began), "open", res.mode)] += 1
 
     async def worker(i: int) -> None:
         node, client = nodes[i % 2], clients[i % 2]
@@ -243,7 +248,8 @@ async def test_redis_restart_under_load_keeps_policies_and_reconciles(
     down = {(t, m) for (p, t, m) in outcomes if p == "down"}
     assert down <= {("closed", "unavailable"), ("open", "fail_open_local"), ("open", "limited")}
     assert ("closed", "unavailable") in down
-    local = outcomes[("down", "open", "fail_open_local")]
+    # local admissions whenever they started (a request in flight at the kill counts too)
+    local = sum(c for (_, _, m), c in outcomes.items() if m == "fail_open_local")
     # 3 live replicas (2 nodes + the service): a burst of RPM / 3, then RPM / 3 per minute
     assert RPM_OPEN // 3 <= local <= RPM_OPEN // 3 + (RPM_OPEN // 3) * 3 // 60 + 1
     assert outcomes[("after", "closed", "redis")] > 0

@@ -59,12 +59,17 @@ async def test_redis_loss_applies_each_teams_policy_and_recovers(
     errors: list[BaseException] = []
     stop = asyncio.Event()
 
+    def within(began: str) -> str:
+        """A request counts for a phase if it started and ended in it (kill and start
+        block the loop, so a request can straddle them)."""
+        return began if began == phase else "straddling"
+
     async def worker(i: int) -> None:
         team, key = ("closed-team", "kc") if i % 2 else ("open-team", "ko")
         n = 0
         while not stop.is_set():
             n += 1
-            began = phase  # outcomes count for the phase a request started in
+            began = phase
             try:
                 res = await node1.reserve(
                     request_id=f"w{i}-{n}",
@@ -74,11 +79,11 @@ async def test_redis_loss_applies_each_teams_policy_and_recovers(
                     cost_micros=0,
                     limits=index.limits(team, key),
                 )
-                outcomes[(began, team, res.mode)] += 1
+                outcomes[(within(began), team, res.mode)] += 1
             except QuotaExceeded:
-                outcomes[(began, team, "limited")] += 1
+                outcomes[(within(began), team, "limited")] += 1
             except QuotaUnavailable:
-                outcomes[(began, team, "unavailable")] += 1
+                outcomes[(within(began), team, "unavailable")] += 1
             except Exception as exc:
                 errors.append(exc)
             await asyncio.sleep(0)
@@ -110,9 +115,11 @@ async def test_redis_loss_applies_each_teams_policy_and_recovers(
     down = {(t, m): c for (p, t, m), c in outcomes.items() if p == "down"}
     assert {m for t, m in down if t == "closed-team"} == {"unavailable"}
     assert {m for t, m in down if t == "open-team"} <= {"fail_open_local", "limited"}
-    local = down.get(("open-team", "fail_open_local"), 0)
-    # the local share is 600 / 2 replicas: a burst of 300, then 5 per second
-    assert RPM // 2 <= local <= RPM // 2 + 5 * 3
+    assert down.get(("open-team", "fail_open_local"), 0) > 0
+    # local admissions, whenever they started (a request in flight at the kill counts too):
+    # the local share is 600 / 2 replicas, a burst of 300, then 5 per second while down
+    local = sum(c for (_, _, m), c in outcomes.items() if m == "fail_open_local")
+    assert RPM // 2 <= local <= RPM // 2 + 5 * 4
     assert by_phase.get(("after", "closed-team", "redis"), 0) > 0
     assert by_phase.get(("after", "open-team", "redis"), 0) > 0
 
@@ -127,8 +134,7 @@ async def test_redis_loss_applies_each_teams_policy_and_recovers(
     assert node1.metrics.switches["fail_closed"] == 1
     assert node1.metrics.switches["fail_open_local"] == 1
     assert node1.metrics.checks["unavailable"] > 0
-    all_local = sum(c for (_, _, m), c in outcomes.items() if m == "fail_open_local")
-    assert node1.metrics.checks["local_allowed"] == all_local
+    assert node1.metrics.checks["local_allowed"] == local
     lines = [r.getMessage() for r in caplog.records if "node n1" in r.getMessage()]
     assert sum("quota store unreachable" in line for line in lines) == 1
     assert sum("team closed-team -> fail_closed" in line for line in lines) == 1

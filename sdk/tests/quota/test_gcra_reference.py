@@ -109,8 +109,8 @@ def test_reserve_matches_arrival_curve_reference(
         now += dt
         units = {"krpm": 1, "trpm": 1, "ktpm": tokens, "ttpm": tokens}
         waits = {name: ref.wait(now, units[name]) for name, ref in refs.items()}
-        args = [f"r{i}", tokens, 0, 0, 0, 900_000_000, *limits.argv, now]
-        out = script(keys=[*limits.keys, limits.res_prefix + f"r{i}"], args=args)
+        args = [f"r{i}", tokens, 0, 0, 900_000_000, limits.spec, now]
+        out = script(keys=[*limits.keys, limits.res_prefix + f"r{i}".encode()], args=args)
         expect_allowed = all(w == 0 for w in waits.values())
         assert out[0] == int(expect_allowed), (i, waits, out)
         assert out[3] == now
@@ -155,8 +155,9 @@ def test_retry_after_is_exact_to_the_microsecond(
     now = T0 + start
 
     def reserve(rid: str, n: int, at: int) -> list[int]:
-        args = [rid, n, 0, 0, 0, 900_000_000, *limits.argv, at]
-        return script(keys=[*limits.keys, limits.res_prefix + rid], args=args)  # type: ignore[no-any-return]
+        args = [rid, n, 0, 0, 900_000_000, limits.spec, at]
+        keys = [*limits.keys, limits.res_prefix + rid.encode()]
+        return script(keys=keys, args=args)  # type: ignore[no-any-return]
 
     assert reserve("drain", limit, now)[0] == 1
     denied = reserve("a", min(tokens, limit), now)

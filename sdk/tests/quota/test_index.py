@@ -28,10 +28,11 @@ def test_key_and_team_limits_and_policy() -> None:
     assert limits.budget[0] is None
     assert limits.budget[1] is not None
     assert limits.budget[1].cap_micros == 5_000
-    assert limits.argv[:3] == gcra_params(10)
-    assert limits.argv[9:12] == (-1, 1, 0)  # no team TPM
-    assert limits.argv[12:] == (-1, "m", 5_000, "w")
-    assert all("{t:t1}" in key for key in limits.keys)
+    spec = limits.spec.decode().split()
+    assert tuple(map(int, spec[:3])) == gcra_params(10)
+    assert spec[9:12] == ["-1", "1", "0"]  # no team TPM
+    assert spec[12:] == ["-1", "m", "5000", "w"]
+    assert all(b"{t:t1}" in key for key in limits.keys)
     assert index.limits("t1", "k1") is limits  # built once per snapshot
     assert index.knows("t1", "k1")
     assert not index.knows("t1", "other")

@@ -61,12 +61,13 @@ def test_script_period_ids_and_resets_match_python(
     script = sync_redis.register_script(script_source("reserve"))
 
     def reserve(rid: str, cost: int) -> list[int]:
-        args = [rid, 0, cost, 0, 0, 900_000_000, *limits.argv, at]
-        return script(keys=[*limits.keys, limits.res_prefix + rid], args=args)  # type: ignore[no-any-return]
+        args = [rid, 0, cost, 0, 900_000_000, limits.spec, at]
+        keys = [*limits.keys, limits.res_prefix + rid.encode()]
+        return script(keys=keys, args=args)  # type: ignore[no-any-return]
 
     assert reserve("a", 100)[0] == 1
     key = budget_key(team, "key", "k", period_id(period, at))
-    assert sync_redis.hget(limits.res_prefix + "a", "kb") == key.encode()
+    assert sync_redis.hget(limits.res_prefix + b"a", "kb") == key.encode()
     if at < to_us(datetime.now(UTC)):
         return  # a past period's hash expires at once; its id was checked above
     assert sync_redis.hget(key, "held") == b"100"

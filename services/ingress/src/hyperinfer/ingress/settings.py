@@ -40,3 +40,6 @@ class IngressSettings(ServiceSettings):
         description="fail-closed teams with a budget wait until the quota service loaded it",
     )
     quota_redis_timeout_s: float = Field(default=0.5, gt=0)
+    redis_max_connections: int = Field(
+        default=64, gt=0, description="the quota/usage pool; a burst waits for a connection"
+    )

@@ -292,3 +292,23 @@ async def test_waiting_retry_after_is_enough_and_half_of_it_is_not(
         assert await attempt() is not None  # half the wait is not enough
         await asyncio.sleep(denied.retry_after_ms / 2000)  # in all: the announced wait
         assert await attempt() is None, f"denied after waiting {denied.retry_after_ms} ms"
+
+
+async def test_a_redis_that_forgot_the_scripts_gets_them_again(
+    make_limiter: MakeLimiter, client: aioredis.Redis
+) -> None:
+    limits = index_of(key_quota(rpm=10, tpm=100)).limits("t1", "k1")
+    limiter = make_limiter()
+    first = await limiter.reserve(
+        request_id="a", team_id="t1", key_id="k1", tokens=5, cost_micros=0, limits=limits
+    )
+    await client.script_flush()  # what a restart does to the script cache
+    again = await limiter.reserve(
+        request_id="b", team_id="t1", key_id="k1", tokens=5, cost_micros=0, limits=limits
+    )
+    assert again.remaining_requests == first.remaining_requests - 1  # type: ignore[operator]
+    await client.script_flush()
+    await limiter.settle(again, 1, 0)  # settle travels as EVAL: no script cache needed
+    assert again.remaining_tokens is not None
+    seen = await limiter.check(request_id="c", tokens=0, cost_micros=0, limits=limits)
+    assert seen.remaining_tokens == again.remaining_tokens + 4

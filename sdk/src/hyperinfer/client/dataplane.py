@@ -68,8 +68,9 @@ def hot_path_redis_pool(
         timeout=wait_s,
         socket_connect_timeout=timeout_s,
         socket_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1),
     )
-    return aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 1))
+    return aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
 
 
 class ResponseCacheHook(Protocol):

@@ -25,14 +25,15 @@ cannot express (token-array embedding input) is a 400.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import orjson
-from hyperinfer.client.errors import UpstreamProtocolError, UpstreamStatusError
+from hyperinfer.client.errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError
 from hyperinfer.client.providers.base import (
     PoolLimits,
     Upstream,
@@ -76,9 +77,39 @@ class GeminiRequestError(UpstreamStatusError):
         super().__init__(400, message, code="unsupported_by_backend")
 
 
+_SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+
+
+@contextlib.contextmanager
+def caller_shape() -> Iterator[None]:
+    """A request whose shape Gemini's format cannot take is the caller's 400, never a crash."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except _SHAPE_ERRORS as exc:
+        raise GeminiRequestError(f"request cannot be expressed for Gemini: {exc}") from None
+
+
+@contextlib.contextmanager
+def upstream_shape() -> Iterator[None]:
+    """An answer not in Gemini's shape is the upstream's protocol error, never a crash."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except _SHAPE_ERRORS as exc:
+        raise UpstreamProtocolError(f"Gemini answered in an unexpected shape: {exc}") from None
+
+
 # --- OpenAI → Gemini -------------------------------------------------------------------
 def to_gemini(request: dict[str, Any]) -> dict[str, Any]:
     """The ``generateContent`` body for an OpenAI chat request."""
+    with caller_shape():
+        return _to_gemini(request)
+
+
+def _to_gemini(request: dict[str, Any]) -> dict[str, Any]:
     system, contents = _contents(request.get("messages") or [])
     body: dict[str, Any] = {"contents": contents}
     if system:
@@ -259,6 +290,11 @@ def _response_format(fmt: Any) -> dict[str, Any]:
 
 
 def to_gemini_embeddings(model: str, request: dict[str, Any]) -> dict[str, Any]:
+    with caller_shape():
+        return _to_gemini_embeddings(model, request)
+
+
+def _to_gemini_embeddings(model: str, request: dict[str, Any]) -> dict[str, Any]:
     texts = request.get("input")
     if isinstance(texts, str):
         texts = [texts]
@@ -273,6 +309,11 @@ def to_gemini_embeddings(model: str, request: dict[str, Any]) -> dict[str, Any]:
 # --- Gemini → OpenAI -------------------------------------------------------------------
 def from_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
     """The OpenAI ``chat.completion`` for a ``generateContent`` answer."""
+    with upstream_shape():
+        return _from_gemini(body, model)
+
+
+def _from_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
     candidates = body.get("candidates") or []
     choices = [_choice(c, i) for i, c in enumerate(candidates)]
     if not choices:  # the prompt itself was blocked
@@ -367,6 +408,11 @@ class StreamTranslator:
         self.usage: dict[str, int] | None = None
 
     def chunks(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """The chunks for one stream event (an answer not in Gemini's shape: protocol error)."""
+        with upstream_shape():
+            return self._chunks(event)
+
+    def _chunks(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         if event.get("responseId"):
             self.id = "chatcmpl-" + str(event["responseId"])
         self.usage = usage_from(event.get("usageMetadata")) or self.usage
@@ -516,7 +562,8 @@ class GeminiProvider:
     def _event(self, upstream: Upstream, data: str) -> dict[str, Any]:
         event = parse_json_object(upstream, data.encode())
         if isinstance(event.get("error"), dict):
-            status = int(event["error"].get("code") or 502)
+            code = event["error"].get("code")
+            status = code if isinstance(code, int) else 502
             gemini_error(upstream, status if status >= 300 else 502, httpx.Headers(), data.encode())
         return event
 
@@ -526,10 +573,11 @@ class GeminiProvider:
         vectors = answer.get("embeddings")
         if not isinstance(vectors, list):
             raise UpstreamProtocolError("Gemini embeddings answer has no 'embeddings' list")
-        data = [
-            {"object": "embedding", "index": i, "embedding": (v or {}).get("values", [])}
-            for i, v in enumerate(vectors)
-        ]
+        with upstream_shape():
+            data = [
+                {"object": "embedding", "index": i, "embedding": list(v["values"])}
+                for i, v in enumerate(vectors)
+            ]
         return {"object": "list", "data": data, "model": upstream.model}
 
     async def aclose(self) -> None:

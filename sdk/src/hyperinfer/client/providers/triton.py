@@ -73,6 +73,35 @@ class TritonRequestError(UpstreamStatusError):
         super().__init__(400, message, code="invalid_tensor_request")
 
 
+_SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+
+
+@contextlib.contextmanager
+def caller_shape() -> Iterator[None]:
+    """A request this adapter cannot translate is the caller's 400, never a crash."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except InferenceServerException as exc:  # tritonclient refusing an input it builds
+        raise TritonRequestError(f"invalid tensor request: {exc.message()}") from None
+    except _SHAPE_ERRORS as exc:
+        raise TritonRequestError(f"invalid request for a Triton backend: {exc}") from None
+
+
+@contextlib.contextmanager
+def upstream_shape(upstream: Upstream) -> Iterator[None]:
+    """Metadata or answers not in KServe v2's shape are the upstream's protocol error."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except _SHAPE_ERRORS as exc:
+        raise UpstreamProtocolError(
+            f"backend {_name(upstream)} answered in an unexpected shape: {exc}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class TextModel:
     """How to talk text to one Triton model, read from its metadata and config."""
@@ -255,12 +284,14 @@ class TritonProvider:
                     config = await self._client(upstream).get_model_config(
                         upstream.model, headers=self._headers(upstream)
                     )
-            known = self._text_models[key] = text_model(metadata, config)
+            with upstream_shape(upstream):
+                known = self._text_models[key] = text_model(metadata, config)
         return known
 
     async def infer(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
         """Tensor inference: a KServe v2 JSON request in, the JSON response (with data) out."""
-        inputs = tensor_inputs(request)
+        with caller_shape():
+            inputs = tensor_inputs(request)
         wanted = request.get("outputs")
         outputs = None
         if isinstance(wanted, list) and wanted:
@@ -275,7 +306,8 @@ class TritonProvider:
                 result = await self._client(upstream).infer(
                     upstream.model, inputs, outputs=outputs, headers=self._headers(upstream)
                 )
-        response: dict[str, Any] = result.get_response()
+        with upstream_shape(upstream):
+            response = dict(result.get_response())
         return response
 
     # --- chat ------------------------------------------------------------------------
@@ -310,13 +342,18 @@ class TritonProvider:
                 inputs.append(tensor)
         return inputs
 
+    def _chat_body(self, model: TextModel, request: dict[str, Any]) -> dict[str, Any]:
+        with caller_shape():
+            return self._generate_body(model, request, render_prompt(request.get("messages")))
+
     async def chat(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
         model = await self._text_model(upstream)
-        body = self._generate_body(model, request, render_prompt(request.get("messages")))
+        body = self._chat_body(model, request)
         if model.decoupled:
             pieces = [p async for p in self._generate_stream(upstream, model, body)]
             return completion("".join(pieces), upstream.model)
-        inputs = self._infer_inputs(model, body)
+        with caller_shape():
+            inputs = self._infer_inputs(model, body)
         with _kserve_errors(upstream):
             async with asyncio.timeout(upstream.timeout_s):
                 result = await self._client(upstream).infer(
@@ -325,13 +362,15 @@ class TritonProvider:
                     outputs=[InferRequestedOutput(model.output)],
                     headers=self._headers(upstream),
                 )
-        return completion(_decode(result.as_numpy(model.output)), upstream.model)
+        with upstream_shape(upstream):
+            text = _decode(result.as_numpy(model.output))
+        return completion(text, upstream.model)
 
     async def chat_stream(
         self, upstream: Upstream, request: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         model = await self._text_model(upstream)
-        body = self._generate_body(model, request, render_prompt(request.get("messages")))
+        body = self._chat_body(model, request)
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         yield chunk(cid, created, upstream.model, {"role": "assistant", "content": ""}, None)
         async for piece in self._generate_stream(upstream, model, body):
@@ -357,6 +396,10 @@ class TritonProvider:
                     yield self._piece(upstream, model, event.data)
 
     def _piece(self, upstream: Upstream, model: TextModel, data: str) -> str:
+        with upstream_shape(upstream):
+            return self._text_of_event(upstream, model, data)
+
+    def _text_of_event(self, upstream: Upstream, model: TextModel, data: str) -> str:
         event = parse_json_object(upstream, data.encode())
         if "error" in event:
             raise UpstreamProtocolError(

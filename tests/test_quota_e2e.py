@@ -255,7 +255,7 @@ async def test_redis_restart_under_load_keeps_policies_and_reconciles(
     assert outcomes[("after", "closed", "redis")] > 0
     assert outcomes[("after", "open", "redis")] > 0
     assert 'hyperinfer_quota_reconciles_total{why="redis_lost"}' in metrics
-    assert "hyperinfer_quota_usage_events_total{result=\"new\"}" in metrics
+    assert 'hyperinfer_quota_usage_events_total{result="new"}' in metrics
     assert 'hyperinfer_quota_policy_mode{mode="redis"} 1.0' in metrics
     assert "hyperinfer_config_version_applied 1.0" in metrics
 

@@ -8,16 +8,17 @@ service as a process, and ``--agents`` ``ConfigAgent``s, each in its own process
 own Redis connection (as ingress replicas / thick clients are). Agents record when each
 version was applied (CLOCK_MONOTONIC, shared by every process on the host).
 
-Two paths, side by side in one run, over the same agents and snapshot size:
+Two paths, interleaved change by change in one run (same load, agents, snapshot size):
 
 - **service**: ``--changes`` admin requests (key create, key revoke, team budget change in
   turn) over HTTP. The service commits (version from PostgreSQL), builds the snapshot,
   stores it in Redis and announces it, *then* answers 2xx. For each change and agent the
   latency is ``applied - request sent``: an upper bound of commit → applied, since the
   commit happens inside the request. The admin request's own duration is reported too.
-- **redis only**: the same snapshot document re-stored with ``store_snapshot`` at
-  increasing versions from this process (no HTTP, no PostgreSQL): the floor set by Redis
-  pub/sub and the agents' fetch. ``ratio`` = service / redis-only.
+- **redis only**: after each service change, the same snapshot document re-stored with
+  ``store_snapshot`` at the next version from this process (no HTTP, no PostgreSQL; the
+  version sequence is then moved past it): the floor set by Redis pub/sub and the
+  agents' fetch and parse. ``ratio`` = service / redis-only.
 
 Changes are paced ``--gap-ms`` apart so each one is measured on its own; a version an
 agent skipped (it fetched a newer one first) counts at the time a newer one was applied.
@@ -37,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from hyperinfer.client.config_agent import CONFIG, ConfigAgent, store_snapshot
@@ -134,25 +136,44 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-# --- the two paths -------------------------------------------------------------------
-async def through_service(
-    url: str, headers: dict[str, str], changes: int, preload: int, gap_s: float
-) -> tuple[list[tuple[int, float]], list[float]]:
+# --- the two paths, interleaved ------------------------------------------------------
+async def interleaved(
+    url: str, headers: dict[str, str], redis_url: str, dsn: str, args: argparse.Namespace
+) -> tuple[list[tuple[int, float]], list[float], list[tuple[int, float]], int]:
+    """Change i through the service, then the same document re-stored directly at the
+    next version; the PostgreSQL sequence is moved past it so the service's next change
+    is newer again. Both paths see the same load, agents and snapshot size."""
+    gap_s = args.gap_ms / 1000
     sent: list[tuple[int, float]] = []
+    direct: list[tuple[int, float]] = []
     request_ms: list[float] = []
-    async with httpx.AsyncClient(base_url=f"{url}/v1/admin", headers=headers, timeout=10) as api:
-        for i in range(preload):
-            (
-                await api.post("/keys", json={"team_id": "bench", "name": f"pre-{i}"})
-            ).raise_for_status()
+    redis = aioredis.Redis.from_url(redis_url)
+    pg = await asyncpg.connect(dsn)
+    api = httpx.AsyncClient(base_url=f"{url}/v1/admin", headers=headers, timeout=10)
+    try:
+        for i in range(args.preload_keys):
+            r = await api.post("/keys", json={"team_id": "bench", "name": f"pre-{i}"})
+            r.raise_for_status()
         live: list[str] = []
-        for i in range(changes):
+        for i in range(args.changes):
             t0 = now()
             response = await _change(api, i, live)
             request_ms.append((now() - t0) * 1000)
-            sent.append((int(response.headers["x-config-version"]), t0))
+            version = int(response.headers["x-config-version"])
+            sent.append((version, t0))
             await asyncio.sleep(gap_s)
-    return sent, request_ms
+            document = ConfigSnapshot.model_validate_json(await redis.hget(CONFIG.key, "document"))
+            again = document.model_copy(update={"version": version + 1})
+            t0 = now()
+            await store_snapshot(redis, again, ["bench"])
+            direct.append((version + 1, t0))
+            await pg.execute("SELECT setval('config_version_seq', $1)", version + 1)
+            await asyncio.sleep(gap_s)
+        return sent, request_ms, direct, len(again.model_dump_json())
+    finally:
+        await api.aclose()
+        await pg.close()
+        await redis.aclose()
 
 
 async def _change(api: httpx.AsyncClient, i: int, live: list[str]) -> httpx.Response:
@@ -165,25 +186,6 @@ async def _change(api: httpx.AsyncClient, i: int, live: list[str]) -> httpx.Resp
         response = await api.patch("/teams/bench", json={"budget_micros": 1_000_000 + i})
     response.raise_for_status()
     return response
-
-
-async def through_redis_only(
-    redis_url: str, changes: int, gap_s: float
-) -> tuple[list[tuple[int, float]], int]:
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        base = ConfigSnapshot.model_validate_json(await client.hget(CONFIG.key, "document"))
-        size = len(base.model_dump_json())
-        sent = []
-        for i in range(changes):
-            snapshot = base.model_copy(update={"version": base.version + 1 + i})
-            t0 = now()
-            await store_snapshot(client, snapshot, ["bench"])
-            sent.append((snapshot.version, t0))
-            await asyncio.sleep(gap_s)
-        return sent, size
-    finally:
-        await client.aclose()
 
 
 # --- the run -------------------------------------------------------------------------
@@ -206,12 +208,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def measure(
     args: argparse.Namespace, work: Path, redis_url: str, nats_url: str, dsn: str
 ) -> dict[str, Any]:
-    gap_s = args.gap_ms / 1000
     service = ConfigServiceProcess(
-        postgres_dsn=dsn, redis_url=redis_url, nats_url=nats_url, workdir=work
+        postgres_dsn=dsn,
+        redis_url=redis_url,
+        nats_url=nats_url,
+        workdir=work,
+        # no periodic repair during the run: the direct stores put Redis ahead on purpose
+        extra_env={"HYPERINFER_CONFIG_REPUBLISH_INTERVAL_S": "100000"},
     )
-    service.start()
-    try:
+    with service:
         httpx.post(
             f"{service.url}/v1/admin/teams",
             json={"id": "bench", "name": "bench"},
@@ -219,25 +224,15 @@ def measure(
         ).raise_for_status()
         agents = start_agents(args.agents, redis_url, work)
         try:
-            sent, request_ms = asyncio.run(
-                through_service(
-                    service.url, service.admin_headers, args.changes, args.preload_keys, gap_s
-                )
+            sent, request_ms, direct, size = asyncio.run(
+                interleaved(service.url, service.admin_headers, redis_url, dsn, args)
             )
             time.sleep(0.5)
         finally:
-            service.stop()  # its periodic repair must not answer the redis-only versions
-        try:
-            direct, size = asyncio.run(through_redis_only(redis_url, args.changes, gap_s))
-            time.sleep(0.5)
-        finally:
             applied = stop_agents(agents)
-    except BaseException:
-        service.stop()
-        raise
     each, slowest = latencies(sent, applied)
     floor_each, floor_slowest = latencies(direct, applied)
-    result = {
+    result: dict[str, Any] = {
         "agents": args.agents,
         "changes": args.changes,
         "snapshot_bytes": size,
@@ -247,16 +242,12 @@ def measure(
         "redis_only_store_to_applied_ms": summary(floor_each),
         "redis_only_store_to_all_agents_ms": summary(floor_slowest),
     }
-    result["ratio_p50"] = round(
-        result["service_request_to_applied_ms"]["p50"]
-        / max(result["redis_only_store_to_applied_ms"]["p50"], 1e-3),
-        1,
+    service_ms, floor_ms = (
+        result["service_request_to_applied_ms"],
+        result["redis_only_store_to_applied_ms"],
     )
-    result["ratio_p99"] = round(
-        result["service_request_to_applied_ms"]["p99"]
-        / max(result["redis_only_store_to_applied_ms"]["p99"], 1e-3),
-        1,
-    )
+    result["ratio_p50"] = round(service_ms["p50"] / max(floor_ms["p50"], 1e-3), 1)
+    result["ratio_p99"] = round(service_ms["p99"] / max(floor_ms["p99"], 1e-3), 1)
     return result
 
 

@@ -1,7 +1,8 @@
 """Governance data in PostgreSQL: every SQL statement of the config service lives here.
 
-Version order equals commit order: ``commit_change`` locks the single ``config_state``
-row *before* it takes ``nextval('config_version_seq')``, and the lock is held until
+Version order equals commit order: ``commit_change`` (the SQL function
+``config_commit`` of migration 0011) locks the single ``config_state`` row *before* it
+takes ``nextval('config_version_seq')``, and the lock is held until
 the transaction commits. So when a reader sees version N in ``config_state``, every
 change numbered N or lower has committed, and ``read_state`` (one statement, so one
 MVCC snapshot) sees exactly those changes.
@@ -291,22 +292,10 @@ class PostgresTransaction:
         )
 
     async def commit_change(self, record: AuditRecord, *, prices: bool = False) -> int:
-        # the row lock first, then nextval: versions follow commit order (the upsert
-        # also restores the single row should someone have emptied the table)
-        await self._conn.execute(
-            "INSERT INTO config_state (id, version) VALUES (true, 0)"
-            " ON CONFLICT (id) DO UPDATE SET id = EXCLUDED.id"
-        )
-        version = int(await self._conn.fetchval("SELECT nextval('config_version_seq')"))
-        price_sql = ", price_version = $1" if prices else ""
-        await self._conn.execute(
-            f"UPDATE config_state SET version = $1, changed_at = now(){price_sql} WHERE id",
-            version,
-        )
-        await self._conn.execute(
-            "INSERT INTO audit_log (actor, actor_team_id, action, target_type, target_id,"
-            " team_id, before, after, config_version)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)",
+        # config_commit (migration 0011) locks config_state before nextval: versions
+        # follow commit order, since the lock is held until this transaction commits
+        version = await self._conn.fetchval(
+            "SELECT config_commit($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9)",
             record.actor,
             record.actor_team_id,
             record.action,
@@ -315,9 +304,9 @@ class PostgresTransaction:
             record.team_id,
             _json_or_none(record.before),
             _json_or_none(record.after),
-            version,
+            prices,
         )
-        return version
+        return int(version)
 
 
 def _json_or_none(value: Row | None) -> str | None:

@@ -3,6 +3,7 @@ and metrics, and shuts down cleanly on SIGTERM (issue 2, item 8)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from hyperinfer.client.config_agent import empty_snapshot, store_snapshot
 from hyperinfer.runtime.testing.servers import (
     NatsServer,
     PostgresServer,
@@ -50,12 +53,22 @@ def service_process(
     }
     log = tmp_path / f"{service}.log"
     module = "hyperinfer." + service.replace("-", "_")
+    if service == "ingress":  # the data plane is ready once it holds a config snapshot
+        asyncio.run(_store_empty_config(redis_url))
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", module], env=env, stderr=out)
     yield proc, port, log
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+async def _store_empty_config(redis_url: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await store_snapshot(client, empty_snapshot())
+    finally:
+        await client.aclose()
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> httpx.Response:

@@ -128,6 +128,11 @@ class DocumentWatcher(Generic[DocT]):
     def version(self) -> int:
         return int(getattr(self._document, VERSION_FIELD))
 
+    @property
+    def loaded(self) -> bool:
+        """True once a stored document was read (version 0 is a real, empty document)."""
+        return self._loaded.is_set()
+
     def on_change(self, callback: Callable[[DocT], None]) -> None:
         """Call ``callback(document)`` after every newer version is applied."""
         self._callbacks.append(callback)

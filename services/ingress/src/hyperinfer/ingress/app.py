@@ -114,7 +114,7 @@ def _health(
         expose_version(health, registry, "routing", plane.routing)
 
     async def config_loaded() -> None:
-        if plane.index.version == 0:
+        if not plane.config.loaded:
             raise ConfigNotLoaded("no config snapshot loaded yet")
 
     health.add_check(DependencyCheck("config", config_loaded))

@@ -2,9 +2,10 @@
 
 Three ``FakeUpstream`` servers (the client library's protocol-faithful fake: OpenAI chat,
 a capacity model, vLLM-style ``/metrics``), the real collector and router services
-in-process on real NATS and Redis, and a data plane made of ``RoutingTableAgent`` (the
-table pushed through Redis) plus ``dataplane_pick`` below — a weighted random choice, the
-same rule the data plane applies — sending real chat requests to the chosen backend.
+in-process on real NATS and Redis, and the data plane's own choice: ``RoutingTableAgent``
+(the table pushed through Redis) and the client library's ``GovernanceIndex`` route plan,
+whose first attempt (a weighted random pick among healthy candidates) gets a real chat
+request.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from hyperinfer.client.config_agent import store_snapshot
+from hyperinfer.client.governance import GovernanceIndex
+from hyperinfer.client.keys import hash_api_key
 from hyperinfer.client.routing_table import RoutingTableAgent
 from hyperinfer.client.testing.fake_upstream import FakeUpstream
 from hyperinfer.contracts import utc_now
-from hyperinfer.contracts.config.v1 import AliasConfig, AliasTarget, BackendConfig, ConfigSnapshot
-from hyperinfer.contracts.routing.v1 import RouteCandidate, RoutingTablePublished
+from hyperinfer.contracts.config.v1 import (
+    AliasConfig,
+    AliasTarget,
+    BackendConfig,
+    ConfigSnapshot,
+    KeyConfig,
+    TeamConfig,
+)
 from hyperinfer.gpu_collector.app import create_app as create_collector
 from hyperinfer.gpu_collector.settings import GpuCollectorSettings
 from hyperinfer.router.app import create_app as create_router
@@ -37,10 +46,28 @@ BACKENDS = ("a", "b", "c")
 ACCEPTANCE_S = 2.0  # the issue's bound for "less traffic" and "ejected"
 
 
-def dataplane_pick(table: RoutingTablePublished, alias: str, rng: random.Random) -> RouteCandidate:
-    """The data plane's choice: weighted random among the alias's candidates with weight > 0."""
-    usable = [c for c in table.aliases[alias] if c.weight > 0]
-    return rng.choices(usable, weights=[c.weight for c in usable], k=1)[0]
+API_KEY = "hi-router-e2e-0123456789abcdef0123456789abcdef"
+SALT = "router-e2e"
+
+
+class DataPlane:
+    """The data plane's pick: its route plan for the current (config, table) pair."""
+
+    def __init__(
+        self, snapshot: ConfigSnapshot, agent: RoutingTableAgent, rng: random.Random
+    ) -> None:
+        self._snapshot = snapshot
+        self._agent = agent
+        self._rng = rng
+        self._index: GovernanceIndex | None = None
+
+    def pick(self, alias: str) -> str:
+        table = self._agent.table
+        if self._index is None or self._index.table_version != table.version:
+            self._index = GovernanceIndex.build(self._snapshot, table)
+        plan = self._index.plan(self._index.authenticate(API_KEY), alias)
+        assert plan.source == "router", "the data plane is not using the router's table"
+        return plan.attempts(self._rng.random())[0].backend.id
 
 
 @dataclass
@@ -50,7 +77,7 @@ class Mesh:
     router: Service
     agent: RoutingTableAgent
     http: httpx.AsyncClient
-    rng: random.Random
+    dataplane: DataPlane
     redis: aioredis.Redis
 
     def weights(self) -> dict[str, float]:
@@ -69,19 +96,17 @@ class Mesh:
         """``count`` chat requests, each to the backend the data plane picks; all must succeed."""
         sent: Counter[str] = Counter()
         for _ in range(count):
-            choice = dataplane_pick(self.agent.table, "chat", self.rng)
+            backend = self.dataplane.pick("chat")
             reply = await self.http.post(
-                self.fakes[choice.backend_id].url + "/v1/chat/completions",
-                json={"model": choice.model, "messages": [{"role": "user", "content": "hi"}]},
+                self.fakes[backend].url + "/v1/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
             )
-            assert reply.status_code == 200, (choice.backend_id, reply.text)
-            sent[choice.backend_id] += 1
+            assert reply.status_code == 200, (backend, reply.text)
+            sent[backend] += 1
         return sent
 
     def picks(self, count: int) -> Counter[str]:
-        return Counter(
-            dataplane_pick(self.agent.table, "chat", self.rng).backend_id for _ in range(count)
-        )
+        return Counter(self.dataplane.pick("chat") for _ in range(count))
 
 
 def config(fakes: dict[str, FakeUpstream], static: dict[str, float]) -> ConfigSnapshot:
@@ -98,7 +123,15 @@ def config(fakes: dict[str, FakeUpstream], static: dict[str, float]) -> ConfigSn
         for b, fake in fakes.items()
     }
     chat = AliasConfig(name="chat", targets=[AliasTarget(backend_id=b, model="m") for b in fakes])
-    return ConfigSnapshot(version=1, generated_at=utc_now(), backends=backends, aliases=[chat])
+    return ConfigSnapshot(
+        version=1,
+        generated_at=utc_now(),
+        key_hash_salt=SALT,
+        teams={"t": TeamConfig(id="t", name="t")},
+        keys={hash_api_key(API_KEY, SALT): KeyConfig(id="k", team_id="t")},
+        backends=backends,
+        aliases=[chat],
+    )
 
 
 async def start_mesh(nats_url: str, redis_url: str, static: dict[str, float]) -> Mesh:
@@ -107,7 +140,8 @@ async def start_mesh(nats_url: str, redis_url: str, static: dict[str, float]) ->
         fake.set_capacity(4)
         fake.configure(latency_s=0.01)
     redis = aioredis.Redis.from_url(redis_url)
-    await store_snapshot(redis, config(fakes, static))
+    snapshot = config(fakes, static)
+    await store_snapshot(redis, snapshot)
     shared: dict[str, Any] = {"nats_url": nats_url, "redis_url": redis_url, "http_port": 0}
     collector = create_collector(
         GpuCollectorSettings(
@@ -128,7 +162,13 @@ async def start_mesh(nats_url: str, redis_url: str, static: dict[str, float]) ->
     agent = RoutingTableAgent(redis, check_interval_s=1.0)
     await agent.start(wait_s=5)
     return Mesh(
-        fakes, collector, router, agent, httpx.AsyncClient(timeout=10), random.Random(8), redis
+        fakes,
+        collector,
+        router,
+        agent,
+        httpx.AsyncClient(timeout=10),
+        DataPlane(snapshot, agent, random.Random(8)),
+        redis,
     )
 
 

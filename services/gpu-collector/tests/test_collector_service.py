@@ -198,7 +198,7 @@ async def test_scrapes_the_backends_the_config_names_and_reports_a_dead_one(
     assert 'hyperinfer_backend_healthy{backend="dead",engine="vllm"} 0.0' in metrics
 
 
-async def test_a_backend_added_to_config_is_scraped_without_restart(
+async def test_backends_added_to_or_removed_from_config_without_restart(
     nats_url: str, redis_url: str, nc: nats.NATS
 ) -> None:
     engine = FakeVllm("m")
@@ -223,8 +223,18 @@ async def test_a_backend_added_to_config_is_scraped_without_restart(
             redis, ConfigSnapshot(version=2, generated_at=utc_now(), backends={"late": late})
         )
         state = await inbox.wait_for(lambda s: s.healthy)
+        await store_snapshot(redis, ConfigSnapshot(version=3, generated_at=utc_now()))
+        await asyncio.sleep(0.6)  # the agent applies v3; at least one scrape round follows
+        count = len(inbox.items)
+        await asyncio.sleep(0.6)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=service.app), base_url="http://t"
+        ) as http:
+            engines = (await http.get("/health/detailed")).json()["engines"]
     finally:
         await service.shutdown()
         await server.stop()
         await redis.aclose()
     assert state.backend_id == "late"
+    assert len(inbox.items) == count  # removed from config: no longer scraped
+    assert engines == {}

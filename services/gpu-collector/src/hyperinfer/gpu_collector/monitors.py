@@ -123,6 +123,7 @@ class EngineMonitor:
             for t, (state, counters) in zip(targets, results, strict=True)
         ]
         self._forget_except({t.backend_id for t in targets})
+        await self._client.forget({t.base_url for t in targets})
         self.rounds += 1
         sent = await asyncio.gather(*(_published(self._publish, s) for s in states))
         self.publish_failures += sent.count(False)

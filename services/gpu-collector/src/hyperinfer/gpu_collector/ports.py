@@ -89,4 +89,7 @@ class EngineClient(Protocol):
     async def fetch_triton(self, target: ScrapeTarget) -> TritonObservation:
         """Raise ``ScrapeFailed`` when the server cannot be reached at all."""
 
+    async def forget(self, keep: set[str]) -> None:
+        """Drop per-engine clients of engines (by ``base_url``) no longer scraped."""
+
     async def close(self) -> None: ...

@@ -255,7 +255,10 @@ def test_every_candidate_ejected_panics_to_static_weights() -> None:
     decision = decide_alias(ALIAS, views, None, POLICY)
     assert decision.mode == "panic"
     assert weights_of(decision) == {"a": 0.5, "b": 0.5, "c": 0.0}
-    assert all(c.ejected for c in decision.candidates)
+    assert [c.ejected for c in decision.candidates] == [False, False, True]
+    assert decision.candidates[0].reason == "panic: every candidate ejected; this one: unhealthy: x"
+    table = to_table([decision], 1, 1, NOW)
+    assert [c.healthy for c in table.aliases["chat"]] == [True, True, False]
 
 
 def test_ordered_strategy_sends_everything_to_the_first_live_target() -> None:

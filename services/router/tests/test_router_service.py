@@ -179,7 +179,9 @@ async def test_queue_depth_lowers_weight_and_unhealthy_ejects_at_once(
         await agent.stop()
     c = dead.aliases["chat"][2]
     assert (c.healthy, c.reason) == (False, "ejected: unhealthy: connection refused")
-    assert dead.team_aliases["t1"]["chat"][0].reason is not None  # panics: its only candidate
+    only = dead.team_aliases["t1"]["chat"][0]  # c is the team alias's only candidate: panic
+    assert (only.weight, only.healthy) == (1.0, True)
+    assert only.reason == "panic: every candidate ejected; this one: unhealthy: connection refused"
 
 
 async def test_resolve_answers_from_the_table_and_never_picks_an_ejected_backend(

@@ -22,8 +22,8 @@ healthy for ``recover_after`` reports in a row — half-open), or whose model is
 Staleness: a backend whose reports stopped is ejected only while at least
 ``min_fresh_candidates`` fresh, healthy candidates remain; otherwise the alias falls back
 to the static weights from config — stale information never concentrates traffic on one
-backend. If every candidate is ejected the alias panics: static weights over all of them
-(like Envoy's panic threshold), so callers still get something to try.
+backend. If every candidate is ejected the alias panics: static weights over all of them,
+marked healthy (like Envoy's panic threshold), so callers still get something to try.
 """
 
 from __future__ import annotations
@@ -361,13 +361,18 @@ def _panic(
     ejected: Mapping[int, str],
     notes: list[str],
 ) -> AliasDecision:
+    """Every candidate ejected: route to all usable ones by static weight, as if healthy.
+
+    The health signal is then more likely wrong than every backend dead at once (the
+    collector cut off from them, say), and spreading beats hammering the primary.
+    """
     usable = [i for i, v in enumerate(views) if v.known and v.static_weight > 0]
     total = sum(views[i].static_weight for i in usable)
     candidates = tuple(
         CandidateDecision(
             view,
             round(view.static_weight / total, 6) if i in usable and total > 0 else 0.0,
-            True,
+            i not in usable,
             f"panic: every candidate ejected; this one: {ejected.get(i, 'ejected')}",
         )
         for i, view in enumerate(views)

@@ -27,6 +27,7 @@ from hyperinfer.contracts.routing.v1 import (
     ResolveRoute,
     RoutingTablePublished,
 )
+from hyperinfer.contracts.usage.v1 import EVENT_ROLLUP, UsageRollup
 from hyperinfer.router.app import create_app
 from hyperinfer.router.settings import RouterSettings
 from hyperinfer.runtime import NatsConnection, Service
@@ -374,3 +375,35 @@ def test_settings_reject_unknown_score_components() -> None:
     merged = load_settings(RouterSettings, score_weights={"queue": 2.0})
     assert merged.score_weights["queue"] == 2.0
     assert merged.score_weights["latency"] == 1.0
+
+
+async def test_telemetry_rollups_feed_error_rate_and_lower_the_weight(
+    router: Service, collector_bus: Bus
+) -> None:
+    for backend, errors in (("a", 0), ("b", 0), ("c", 40)):
+        rollup = UsageRollup(
+            window_start=utc_now(),
+            team_id="t1",
+            key_id="k1",
+            model="m",
+            backend_id=backend,
+            requests=100,
+            errors=errors,
+            prompt_tokens=0,
+            completion_tokens=0,
+            cost_micros=0,
+            latency_ms_p50=250.0,
+        )
+        await collector_bus.publish(names.USAGE_ROLLUP, EVENT_ROLLUP, rollup)
+    await asyncio.sleep(0.4)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=router.app), base_url="http://r"
+    ) as http:
+        body = (
+            await http.get("/v1/routing/explain", params={"alias": "chat"}, headers=ADMIN)
+        ).json()
+    a, _, c = body["candidates"]
+    assert c["inputs"]["error_rate"] == 0.4
+    assert c["sources"]["error_rate"] == "telemetry (100 requests)"
+    assert a["inputs"]["latency_ms"] == 250.0
+    assert c["weight"] < a["weight"] / 5

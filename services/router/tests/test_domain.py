@@ -122,7 +122,7 @@ def test_factor_values_match_the_documented_formulas() -> None:
             "kv_cache": 0.55,
             "error_rate": 0.5,
             "history": 0.55,
-            "latency": 0.5,
+            "latency": 0.6,  # (100 + 50) / (200 + 50)
         }
     )
 
@@ -287,7 +287,16 @@ def test_latency_is_relative_to_the_fastest_candidate() -> None:
     views = [fresh("a", latency_ms=100), fresh("b", latency_ms=400), fresh("c")]
     w = weights_of(decide_alias(ALIAS, views, None, POLICY))
     assert w["a"] == pytest.approx(w["c"])
-    assert w["b"] == pytest.approx(w["a"] / 4, rel=1e-3)
+    assert w["b"] == pytest.approx(w["a"] * 150 / 450, rel=1e-3)
+
+
+def test_a_few_milliseconds_apart_is_nearly_a_tie() -> None:
+    views = [fresh("a", latency_ms=1), fresh("b", latency_ms=10), fresh("c", latency_ms=10)]
+    w = weights_of(decide_alias(ALIAS, views, None, POLICY))
+    assert w["b"] / w["a"] == pytest.approx(51 / 60, rel=1e-3)
+    strict = Policy(latency_slack_ms=0)
+    w = weights_of(decide_alias(ALIAS, views, None, strict))
+    assert w["b"] / w["a"] == pytest.approx(0.1, rel=1e-3)
 
 
 # --- health ----------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Score of one candidate (a backend serving one alias target) — a weighted geome
     gpu_memory       0.1 + 0.9·f               f: least free memory fraction of its GPUs
     queue            1 / (1 + q / queue_ref)   q: waiting (vLLM) + pending (Triton) requests
     kv_cache         1 - 0.9·k                 k: KV-cache usage, 0..1
-    latency          best / latency            relative to the fastest candidate of the alias
+    latency          (best + s) / (latency + s) relative to the fastest candidate of the alias;
+                                               s = latency_slack_ms: a few ms apart is a tie
     error_rate       1 / (1 + e / error_ref)   e: failed / finished (engine or telemetry)
     history          0.1 + 0.9·a               a: availability EWMA (slow start after ejection)
 
@@ -71,6 +72,7 @@ class Policy:
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     queue_ref: float = 1.0
     error_ref: float = 0.05
+    latency_slack_ms: float = 50.0
     min_fresh_candidates: int = 2
 
 
@@ -187,7 +189,8 @@ def factors(
     """Each component's factor in [FLOOR, 1], or None when its input is unknown."""
     latency = None
     if inputs.latency_ms is not None and best_latency_ms is not None and inputs.latency_ms > 0:
-        latency = best_latency_ms / inputs.latency_ms
+        slack = policy.latency_slack_ms
+        latency = (best_latency_ms + slack) / (inputs.latency_ms + slack)
     return {
         "gpu_utilization": _map(inputs.gpu_utilization, lambda u: 1 - 0.9 * _unit(u)),
         "gpu_memory": _map(inputs.gpu_memory_free, lambda f: 0.1 + 0.9 * _unit(f)),

@@ -31,6 +31,9 @@ class RouterSettings(ServiceSettings):
     )
     queue_ref: float = Field(default=1.0, gt=0, description="queued requests halving the score")
     error_ref: float = Field(default=0.05, gt=0, description="error rate halving the score")
+    latency_slack_ms: float = Field(
+        default=50.0, ge=0, description="latency differences well below this do not matter"
+    )
     min_fresh_candidates: int = Field(
         default=2, ge=1, description="fresh candidates needed to eject stale ones"
     )
@@ -73,6 +76,7 @@ class RouterSettings(ServiceSettings):
             weights=dict(self.score_weights),
             queue_ref=self.queue_ref,
             error_ref=self.error_ref,
+            latency_slack_ms=self.latency_slack_ms,
             min_fresh_candidates=self.min_fresh_candidates,
         )
 

@@ -59,7 +59,7 @@ async def seed(redis: aioredis.Redis, now: datetime) -> None:
         teams={t: TeamConfig(id=t, name=t) for t in TEAMS},
         keys={
             hash_api_key(TEAM_A_ADMIN, SALT): KeyConfig(
-                id="ka-admin", team_id="team-a", user_id="u-a", scopes=["admin"]
+                id="ka-admin", team_id="team-a", user_id="u-a", scopes=["admin"], admin_scope="team"
             )
         },
     )

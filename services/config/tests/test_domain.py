@@ -265,3 +265,25 @@ def test_team_budget_becomes_the_team_quota_hard_limit() -> None:
     assert len(quotas) == 1
     assert quotas[0].budget_micros == 9_000_000
     assert quotas[0].rpm == 10
+
+
+@pytest.mark.parametrize(
+    ("key", "user", "scope"),
+    [
+        (key_row(), {"id": "u1", "role": "admin", "team_id": None}, "platform"),
+        (key_row(), {"id": "u1", "role": "team_admin", "team_id": "team-a"}, "team"),
+        (key_row(), {"id": "u1", "role": "member", "team_id": "team-a"}, None),
+        (key_row(), {"id": "u1", "role": "team_admin", "team_id": "team-b"}, None),
+        (key_row(scopes=["chat"]), {"id": "u1", "role": "admin", "team_id": None}, None),
+        (key_row(user_id=None), None, None),
+    ],
+)
+def test_snapshot_keys_say_what_they_may_administer(
+    key: dict[str, object], user: dict[str, object] | None, scope: str | None
+) -> None:
+    s = state()
+    s.keys = [key]
+    s.users = [user] if user is not None else []
+    snap = domain.build_snapshot(s, "salt-1", NOW)
+    assert snap.keys["h1"].admin_scope == scope
+    assert domain.admin_scope(key, user, NOW) == scope

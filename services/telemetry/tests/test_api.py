@@ -29,21 +29,32 @@ from prometheus_client import CollectorRegistry
 
 ADMIN = "test-master-admin-key"
 SALT = "salt-1"
+TEAM = {"scopes": ["admin"], "admin_scope": "team"}
 KEYS = {
-    "hi-team-a-admin": KeyConfig(id="ka-admin", team_id="team-a", user_id="u1", scopes=["admin"]),
+    "hi-team-a-admin": KeyConfig(id="ka-admin", team_id="team-a", user_id="u1", **TEAM),
     "hi-team-a-user": KeyConfig(id="ka-user", team_id="team-a", user_id="u2", scopes=["chat"]),
-    "hi-team-b-admin": KeyConfig(id="kb-admin", team_id="team-b", user_id="u3", scopes=["admin"]),
+    "hi-team-b-admin": KeyConfig(id="kb-admin", team_id="team-b", user_id="u3", **TEAM),
     "hi-team-a-revoked": KeyConfig(
-        id="ka-old", team_id="team-a", user_id="u1", scopes=["admin"], active=False
+        id="ka-old", team_id="team-a", user_id="u1", active=False, **TEAM
     ),
     "hi-team-a-expired": KeyConfig(
         id="ka-exp",
         team_id="team-a",
         user_id="u1",
-        scopes=["admin"],
         expires_at=datetime(2020, 1, 1, tzinfo=UTC),
+        **TEAM,
     ),
     "hi-team-a-no-user": KeyConfig(id="ka-svc", team_id="team-a", scopes=["admin"]),
+    # a member's admin-scoped key: the config service grants it nothing (admin_scope None)
+    "hi-team-a-member": KeyConfig(id="ka-mem", team_id="team-a", user_id="u4", scopes=["admin"]),
+    # a platform admin's key (its user has role admin): every team, though it lives in team-a
+    "hi-platform": KeyConfig(
+        id="ka-root", team_id="team-a", user_id="u5", scopes=["admin"], admin_scope="platform"
+    ),
+    # platform rights without the admin scope itself are refused as well
+    "hi-platform-chat": KeyConfig(
+        id="ka-rootchat", team_id="team-a", user_id="u5", scopes=["chat"], admin_scope="platform"
+    ),
 }
 BASE = datetime(2031, 3, 30, 22, 0, tzinfo=UTC)  # spans a day and a month boundary below
 
@@ -230,9 +241,37 @@ async def test_a_team_admin_sees_only_their_own_team(
         assert refused.json()["title"] == "forbidden"
 
 
+async def test_a_platform_admins_key_sees_every_team(
+    client: httpx.AsyncClient, seeded: list[dict[str, Any]]
+) -> None:
+    start, end = BASE, BASE + timedelta(days=3)
+    period = {"start": start.isoformat(), "end": end.isoformat()}
+    root = auth("hi-platform")
+
+    body = await client.get("/v1/usage", params={**period, "group_by": "team"}, headers=root)
+    assert body.status_code == 200, body.text
+    by_team = {r["team_id"]: numbers(r) for r in body.json()["items"]}
+    assert by_team == {t: raw_sums(seeded, start, end, team_id=t) for t in ("team-a", "team-b")}
+    other = await client.get("/v1/usage", params={**period, "team_id": "team-b"}, headers=root)
+    assert numbers(other.json()["totals"]) == raw_sums(seeded, start, end, team_id="team-b")
+    top = await client.get("/v1/usage/top", params={**period, "by": "team"}, headers=root)
+    assert {r["team_id"] for r in top.json()["items"]} == {"team-a", "team-b"}
+    letters = await client.get("/v1/usage/dead-letters", headers=root)
+    assert letters.status_code == 200
+
+
 @pytest.mark.parametrize(
     "key",
-    ["", "wrong", "hi-team-a-user", "hi-team-a-revoked", "hi-team-a-expired", "hi-team-a-no-user"],
+    [
+        "",
+        "wrong",
+        "hi-team-a-user",
+        "hi-team-a-revoked",
+        "hi-team-a-expired",
+        "hi-team-a-no-user",
+        "hi-team-a-member",
+        "hi-platform-chat",
+    ],
 )
 async def test_keys_that_are_not_admin_keys_are_refused(
     bare_client: httpx.AsyncClient, key: str

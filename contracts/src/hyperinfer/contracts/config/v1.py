@@ -52,6 +52,12 @@ class KeyConfig(_Model):
     scopes: list[str] = Field(default_factory=list)
     expires_at: AwareDatetime | None = None
     active: bool = True
+    admin_scope: Literal["platform", "team"] | None = Field(
+        default=None,
+        description="what this key may administer, as the config service decides it: "
+        "'platform' (an admin-scoped key of a user with role admin: every team), 'team' "
+        "(an admin-scoped key of its team's team_admin: that team only), None (no admin rights)",
+    )
 
 
 class AliasTarget(_Model):

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from hyperinfer.client.keys import KEY_HASH_SCHEME
@@ -38,6 +38,7 @@ from hyperinfer.contracts.config.v1 import (
 )
 
 ADMIN_SCOPE = "admin"
+AdminScope = Literal["platform", "team"]
 MASTER_ACTOR = "admin"
 KINDS_NEEDING_URL = frozenset({"openai_compatible", "triton"})
 Row = dict[str, Any]
@@ -259,6 +260,8 @@ class GovernanceState:
     backends: list[Row] = field(default_factory=list)
     prices: list[Row] = field(default_factory=list)
     rules: list[Row] = field(default_factory=list)
+    users: list[Row] = field(default_factory=list)
+    """``id``, ``role`` and ``team_id`` of every user: what decides a key's ``admin_scope``."""
 
 
 def build_snapshot(state: GovernanceState, salt: str, now: datetime) -> ConfigSnapshot:
@@ -269,7 +272,7 @@ def build_snapshot(state: GovernanceState, salt: str, now: datetime) -> ConfigSn
         key_hash_scheme=KEY_HASH_SCHEME,
         key_hash_salt=salt,
         teams={t["id"]: _team(t) for t in state.teams},
-        keys={k["key_hash"]: _key(k) for k in state.keys if key_usable(k, now)},
+        keys=_keys(state.keys, state.users, now),
         aliases=[_alias(a) for a in sorted(state.aliases, key=_alias_order)],
         quotas=_quotas(state.quotas, state.teams),
         backends={b["id"]: _backend(b) for b in state.backends},
@@ -288,7 +291,25 @@ def _team(row: Row) -> TeamConfig:
     )
 
 
-def _key(row: Row) -> KeyConfig:
+def _keys(keys: list[Row], users: list[Row], now: datetime) -> dict[str, KeyConfig]:
+    """Usable keys by hash, each with what it may administer (as the admin API decides)."""
+    by_id = {u["id"]: u for u in users}
+    return {
+        k["key_hash"]: _key(k, admin_scope(k, by_id.get(k["user_id"]), now))
+        for k in keys
+        if key_usable(k, now)
+    }
+
+
+def admin_scope(key: Row, user: Row | None, now: datetime) -> AdminScope | None:
+    """``platform``, ``team`` or None: the rights ``principal_for_key`` grants this key."""
+    who = principal_for_key(key, user, now)
+    if who is None:
+        return None
+    return "platform" if who.is_platform_admin else "team"
+
+
+def _key(row: Row, scope: AdminScope | None) -> KeyConfig:
     return KeyConfig(
         id=row["id"],
         team_id=row["team_id"],
@@ -297,6 +318,7 @@ def _key(row: Row) -> KeyConfig:
         scopes=list(row["scopes"]),
         expires_at=row["expires_at"],
         active=row["active"],
+        admin_scope=scope,
     )
 
 

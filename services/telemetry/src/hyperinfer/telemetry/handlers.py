@@ -1,12 +1,16 @@
 """The spend API's work as plain functions: who is asking, what they may see, the answer.
 
-Access: the master admin key (``HYPERINFER_ADMIN_KEY``) sees every team. A team admin
-authenticates with an API key of their team, owned by a user, whose scopes include the
-team-admin scope (``team_admin_scope``, default ``admin``, as the config service); it is
-resolved against the local config snapshot (keyed hash, no database), and every query is
-pinned to that team — naming another team is refused, and group/top results never
-include one. The snapshot carries no user roles, so an admin-scoped key of a platform
-admin is team-scoped here too (the master key sees everything).
+Access: the master admin key (``HYPERINFER_ADMIN_KEY``) sees every team. Any other key is
+resolved against the local config snapshot (keyed hash, no database) and must carry the
+admin scope (``team_admin_scope``, default ``admin``, as the config service); what it may
+see is the snapshot's ``KeyConfig.admin_scope``, which the config service derives from
+the key's user exactly as its own admin API does:
+
+- ``platform`` (the key of a user with role ``admin``): every team, like the master key;
+- ``team`` (the key of its team's ``team_admin``): every query is pinned to that team —
+  naming another team is refused, and group/top results never include one;
+- None (a ``member``'s key, a key without a user, a snapshot from a config service that
+  predates the field): no access at all.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ class SpendStore(Protocol):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who asks: ``team_id`` None is the master admin (every team)."""
+    """Who asks: ``team_id`` None is the master admin or a platform admin (every team)."""
 
     name: str
     team_id: str | None
@@ -99,10 +103,10 @@ def authenticate(
         return Principal("admin", None)
     key = snapshot.keys.get(hash_api_key(token, snapshot.key_hash_salt))
     usable = key is not None and key.active and (key.expires_at is None or key.expires_at > now)
-    # as the config service: an admin-scoped key acts for its user; no user, no admin
-    if key is None or not usable or scope not in key.scopes or key.user_id is None:
+    # the config service decided what the key administers (admin_scope); no scope, no access
+    if key is None or not usable or scope not in key.scopes or key.admin_scope is None:
         raise Unauthorized("this key is not an admin key")
-    return Principal(f"key:{key.id}", key.team_id)
+    return Principal(f"key:{key.id}", None if key.admin_scope == "platform" else key.team_id)
 
 
 # --- what they may see -----------------------------------------------------------------
@@ -240,7 +244,7 @@ def _filters(query: UsageQuery) -> dict[str, str]:
     return {k: v for k, v in pairs.items() if v is not None}
 
 
-# --- dead letters (master admin only: raw payloads cross team lines) ---------------------
+# --- dead letters (master or platform admins only: raw payloads cross team lines) --------
 _STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 
 
@@ -252,7 +256,7 @@ class DeadLetterStore(Protocol):
 
 def require_master(principal: Principal) -> None:
     if principal.team_id is not None:
-        raise Forbidden("only the master admin key may read or replay dead letters")
+        raise Forbidden("only platform admins may read or replay dead letters")
 
 
 def stream_id(value: str, what: str) -> str:

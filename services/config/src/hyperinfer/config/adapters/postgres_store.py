@@ -398,6 +398,7 @@ class PostgresGovernanceStore:
             backends=orjson.loads(record["backends"]),
             prices=orjson.loads(record["prices"]),
             rules=orjson.loads(record["rules"]),
+            users=orjson.loads(record["users"]),
         )
 
     async def current_version(self) -> int:
@@ -431,7 +432,9 @@ _STATE = (
     f" {_rows('quota')} AS quotas,"
     f" {_rows('backend')} AS backends,"
     f" {_rows('price')} AS prices,"
-    f" {_rows('rule')} AS rules"
+    f" {_rows('rule')} AS rules,"
+    " (SELECT coalesce(json_agg(json_build_object('id', u.id, 'role', u.role,"
+    " 'team_id', u.team_id) ORDER BY u.id), '[]'::json) FROM users u)::text AS users"
 )
 
 

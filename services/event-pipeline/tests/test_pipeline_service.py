@@ -94,7 +94,6 @@ async def start(
             "internal_key": KEY,
             "webhook_secret": SECRET,
             "queue_capacity": 10,
-            "apply_migrations": False,
             "retry_base_s": 0.05,
             "retry_cap_s": 0.2,
             "max_attempts": 3,

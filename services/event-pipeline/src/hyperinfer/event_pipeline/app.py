@@ -1,21 +1,34 @@
-"""Composition root of the event-pipeline service: the only place that wires things."""
+"""Composition root of the event-pipeline service: the only place that wires things.
+
+Start-up: connect NATS, Redis and PostgreSQL; create the streams; start the data plane
+(config snapshot, routing table, quota limiter, usage recorder: ``origin="pipeline"``);
+serve the API. The worker starts once PostgreSQL has the migrations this service needs
+(``REQUIRED_MIGRATIONS``): the config service owns the schema and applies them, this
+service only checks, and ``/health/ready`` names what is missing until then.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from hyperinfer.client import DataPlaneOptions, HyperInferClient
 from hyperinfer.contracts import Priority
 from hyperinfer.contracts.jobs import v1 as jobs_v1
 from hyperinfer.event_pipeline import api, handlers
-from hyperinfer.event_pipeline.adapters.chat import load_data_plane
+from hyperinfer.event_pipeline.adapters.chat import DataPlaneChatRunner
 from hyperinfer.event_pipeline.adapters.jetstream_queue import JetStreamDeadLetters, JetStreamQueue
-from hyperinfer.event_pipeline.adapters.postgres_ledger import PostgresLedger
+from hyperinfer.event_pipeline.adapters.postgres_ledger import (
+    REQUIRED_MIGRATIONS,
+    PostgresLedger,
+    missing_migrations,
+)
 from hyperinfer.event_pipeline.adapters.redis_queue import RedisDeadLetters, RedisQueue
 from hyperinfer.event_pipeline.adapters.webhook_http import HttpWebhookSender
 from hyperinfer.event_pipeline.dlq import DeadLetterer, DlqService
@@ -25,17 +38,54 @@ from hyperinfer.event_pipeline.ports import ChatRunner, DeadLetterStore, JobQueu
 from hyperinfer.event_pipeline.publisher import EventPublisher, StateCache
 from hyperinfer.event_pipeline.settings import EventPipelineSettings
 from hyperinfer.event_pipeline.worker import Ledger, Registration, WorkerConfig, WorkerPool
-from hyperinfer.runtime import Health, Infra, Service, build_http_app
-from hyperinfer.runtime.errors import DependencyUnavailable, RuntimeStartupError
+from hyperinfer.runtime import DependencyCheck, Health, Infra, Service, build_http_app
 from hyperinfer.runtime.jetstream import ensure_streams, load_stream_configs
 from hyperinfer.runtime.logs import get_logger
-from hyperinfer.runtime.migrate import MigrationError, apply_migrations
 from nats.aio.client import Client as NatsClient
 from nats.js.api import StreamConfig
 from prometheus_client import CollectorRegistry
 
 log = get_logger(__name__)
 _GAUGE_REFRESH_S = 2.0
+_SCHEMA_POLL_S = 1.0
+
+
+class SchemaTooOld(Exception):
+    """PostgreSQL lacks migrations this service needs (the config service applies them)."""
+
+
+class SchemaGate:
+    """Passes once every required migration is applied; until then it says which are not."""
+
+    def __init__(self, infra: Infra, required: tuple[int, ...] = REQUIRED_MIGRATIONS) -> None:
+        self._infra = infra
+        self._required = required
+        self.ready = False
+
+    async def check(self) -> None:
+        if self.ready:
+            return
+        missing = await missing_migrations(self._infra.require_postgres().pool, self._required)
+        if missing:
+            names = ", ".join(f"{m:04d}" for m in missing)
+            raise SchemaTooOld(
+                f"PostgreSQL lacks migration(s) {names}; the config service applies them:"
+                " start it (or upgrade it) against this database"
+            )
+        self.ready = True
+
+    async def wait(self) -> None:
+        """Return once the schema is there, checking every second and saying why not once."""
+        told = False
+        while True:
+            try:
+                await self.check()
+                return
+            except Exception as exc:
+                if not told:
+                    log.warning("worker waits for the schema", extra={"reason": str(exc)})
+                    told = True
+            await asyncio.sleep(_SCHEMA_POLL_S)
 
 
 @dataclass
@@ -47,6 +97,7 @@ class Pipeline:
     dlq: DlqService
     publisher: EventPublisher
     worker: WorkerPool | None = None
+    engine: HyperInferClient | None = None
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -149,14 +200,21 @@ def build_worker(
 
 
 def create_app(settings: EventPipelineSettings, *, chat: ChatRunner | None = None) -> Service:
-    """The service; ``chat`` replaces the data-plane client (tests pass a fake)."""
+    """The service; ``chat`` replaces the data plane (tests pass a fake)."""
     registry = CollectorRegistry()
     metrics = PipelineMetrics(registry)
     health = Health("event-pipeline")
     infra = Infra.for_service("event-pipeline", settings, nats=True, redis=True, postgres=True)
     infra.register(health)
+    schema = SchemaGate(infra)
+    health.add_check(DependencyCheck("schema", schema.check))
     app = build_http_app(health, registry)
     http = httpx.AsyncClient(timeout=settings.webhook_timeout_s)
+    engine = None
+    if chat is None and settings.data_plane_enabled and settings.worker_enabled:
+        engine = build_data_plane(settings)
+        chat = DataPlaneChatRunner(engine.dataplane)
+        health.add_detail("dataplane", engine.dataplane.status)
     holder: dict[str, Pipeline] = {}
 
     def pipeline() -> Pipeline:
@@ -183,18 +241,49 @@ def create_app(settings: EventPipelineSettings, *, chat: ChatRunner | None = Non
 
     async def startup() -> None:
         await infra.connect(settings.startup_timeout_s)
-        await _migrate(settings, infra)
-        holder["p"] = await _start(settings, infra, metrics, http, chat)
-        holder["p"].background.append(asyncio.create_task(_refresh_gauges(metrics_view)))
+        if engine is not None:
+            await engine.start()
+        p = holder["p"] = await _start(settings, infra, metrics, http, chat)
+        p.engine = engine
+        if p.worker is not None:
+            p.background.append(asyncio.create_task(_start_worker(p.worker, schema)))
+        p.background.append(asyncio.create_task(_refresh_gauges(metrics_view)))
 
     async def shutdown() -> None:
         p = holder.get("p")
         if p is not None:
             await _stop(p, settings.shutdown_grace_s * 0.8)
+        elif engine is not None:
+            await engine.aclose()
         await http.aclose()
         await infra.close()
 
     return Service("event-pipeline", app, settings, startup, shutdown)
+
+
+def build_data_plane(settings: EventPipelineSettings) -> HyperInferClient:
+    """The ingress's engine in process, for ``inference.requested`` jobs (origin pipeline).
+
+    Built as the thick client builds it (config and routing agents, quota limiter, usage
+    recorder on ``settings.redis_url``), but with no key of its own: jobs act for their
+    key by id (``DataPlaneChatRunner``); ``engine.dataplane`` is the ``DataPlane``.
+    """
+    key = settings.credentials_key
+    return HyperInferClient(
+        settings.redis_url,
+        api_key="",
+        credentials_key=key.get_secret_value() if key is not None else None,
+        node_id=f"event-pipeline-{settings.node_name}-{os.getpid()}",
+        options=DataPlaneOptions(origin="pipeline"),
+        wait_config_s=settings.config_wait_s,
+        require_budgets_loaded=settings.require_budgets_loaded,
+    )
+
+
+async def _start_worker(worker: WorkerPool, schema: SchemaGate) -> None:
+    await schema.wait()
+    await worker.start()
+    log.info("worker started")
 
 
 async def _start(
@@ -235,7 +324,8 @@ async def _start(
     )
     p = Pipeline(queue, dead_letters, dlq, publisher)
     if settings.worker_enabled:
-        chat = chat or _chat_runner(settings)
+        if chat is None:
+            log.warning("no data plane: inference.requested jobs will be dead-lettered")
         registrations = build_handlers(
             settings,
             publisher,
@@ -251,31 +341,8 @@ async def _start(
             dead_letters=dead_letters,
             metrics=metrics,
         )
-        await p.worker.start()
     log.info("pipeline started", extra={"backend": queue.name, "worker": settings.worker_enabled})
     return p
-
-
-def _chat_runner(settings: EventPipelineSettings) -> ChatRunner | None:
-    if settings.data_plane_api_key is None:
-        log.warning("no data-plane API key: inference.requested jobs will be dead-lettered")
-        return None
-    runner = load_data_plane(settings.redis_url, settings.data_plane_api_key.get_secret_value())
-    if runner is None:
-        log.warning("the data-plane client is not installed: inference jobs will be dead-lettered")
-    return runner
-
-
-async def _migrate(settings: EventPipelineSettings, infra: Infra) -> None:
-    if not settings.apply_migrations:
-        return
-    async with infra.require_postgres().pool.acquire() as conn:
-        try:
-            await apply_migrations(conn, settings.migrations_dir)
-        except MigrationError as exc:
-            raise RuntimeStartupError(f"migrations failed: {exc}") from None
-        except OSError as exc:
-            raise DependencyUnavailable(f"migrations unreadable: {exc}") from None
 
 
 async def _stop(p: Pipeline, grace_s: float) -> None:
@@ -284,6 +351,8 @@ async def _stop(p: Pipeline, grace_s: float) -> None:
     await asyncio.gather(*p.background, return_exceptions=True)
     if p.worker is not None:
         await p.worker.stop(grace_s)
+    if p.engine is not None:
+        await p.engine.aclose()  # flushes pending usage events
     with contextlib.suppress(Exception):
         await p.queue.close()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from hyperinfer.runtime.settings import ServiceSettings
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -24,8 +24,6 @@ class EventPipelineSettings(ServiceSettings):
         default="jetstream", description="where the priority queues live"
     )
     streams_file: Path | None = Field(default=None, description="infra/nats/streams.json")
-    migrations_dir: Path | None = None
-    apply_migrations: bool = True
 
     # --- queues and admission ----------------------------------------------------------
     queue_capacity: int | None = Field(
@@ -66,7 +64,24 @@ class EventPipelineSettings(ServiceSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     quota_alert_webhooks: list[str] = Field(default_factory=list)
     quota_alert_subjects: list[str] = Field(default_factory=list)
-    data_plane_api_key: SecretStr | None = None
+    data_plane_enabled: bool = Field(
+        default=True,
+        description="run inference.requested jobs through an in-process data plane (as the "
+        "job's API key, by id); off: such jobs are dead-lettered",
+    )
+    credentials_key: SecretStr | None = Field(
+        default=None,
+        description="master key that opens upstream credentials (shared with the config "
+        "service and the ingress); unset: backends without credentials only",
+        validation_alias=AliasChoices("credentials_key", "HYPERINFER_CREDENTIALS_KEY"),
+    )
+    config_wait_s: float = Field(
+        default=2.0, ge=0, description="how long start-up waits for a config snapshot"
+    )
+    require_budgets_loaded: bool = Field(
+        default=True,
+        description="fail-closed teams with a budget wait until the quota service loaded it",
+    )
 
     @model_validator(mode="after")
     def _admission_order(self) -> EventPipelineSettings:

@@ -1,59 +1,64 @@
-"""``ChatRunner`` adapters: the data plane's client, and a fake beside it for tests.
+"""``ChatRunner`` adapters: the real data plane, and a fake beside it for tests.
 
-The data-plane client (``hyperinfer.client.HyperInferClient``) is being built in
-parallel; ``load_data_plane`` finds it when it is installed and returns ``None``
-otherwise, so the service starts either way (chat jobs are then dead-lettered with
-a clear reason and can be replayed once the data plane is configured).
+An ``inference.requested`` job names its API key by id (``api_key_id`` + ``team_id``),
+never by plaintext. ``DataPlaneChatRunner`` runs the chat through a ``DataPlane`` of the
+pipeline's own (``origin="pipeline"``) as that key, through the trusted entry point
+``hyperinfer.client.trusted.TrustedCallers``: the key must still be active in the
+config snapshot and belong to the job's team; then the ingress's path follows — scopes,
+alias, one quota reservation, the upstream call with fallbacks, settle and usage event.
+
+Errors become retry classes: a request that cannot succeed as it is (unknown, revoked or
+expired key, missing scope, unknown alias, bad request, a request larger than a limit)
+is permanent; quota waits, a config not loaded yet, the quota store down and upstream
+failures are transient (with the wait they carry).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
-from hyperinfer.event_pipeline.errors import PermanentJobError, TransientJobError
+from hyperinfer.client.dataplane import DataPlane
+from hyperinfer.client.errors import HyperInferError, RateLimited, UpstreamError
+from hyperinfer.client.trusted import TrustedCallers
+from hyperinfer.event_pipeline.errors import JobFailed, PermanentJobError, TransientJobError
+
+_STREAM_FIELDS = ("stream", "stream_options")
 
 
 class DataPlaneChatRunner:
-    """Runs a chat through ``HyperInferClient.chat`` and maps its errors to retry classes."""
+    """Runs a job's chat as the job's key (by id) through an in-process ``DataPlane``."""
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self, plane: DataPlane) -> None:
+        self._plane = plane
+        self._callers = TrustedCallers(plane)
 
     async def run_chat(
         self, request: dict[str, Any], *, team_id: str, api_key_id: str
     ) -> dict[str, Any]:
+        body = {k: v for k, v in request.items() if k not in _STREAM_FIELDS}  # one whole answer
         try:
-            response = await self._client.chat(request)
-        except Exception as exc:
+            caller = self._callers.caller(api_key_id, team_id)
+            outcome = await self._plane.chat(caller, body)
+        except HyperInferError as exc:
             raise classify_client_error(exc) from exc
-        dump = getattr(response, "model_dump", None)
-        return dict(dump(mode="json")) if callable(dump) else dict(response)
+        return outcome.body
 
 
-def classify_client_error(exc: Exception) -> Exception:
-    """Retryable data-plane errors (429, 5xx, timeouts, quota store down) are transient."""
-    retryable = bool(getattr(exc, "retryable", False))
-    status = int(getattr(exc, "status", 500))
-    retry_after = getattr(exc, "retry_after_s", None)
-    if retry_after is None and getattr(exc, "retry_after_ms", None):
-        retry_after = exc.retry_after_ms / 1000  # type: ignore[attr-defined]
-    if retryable or status in (429, 503) or status >= 500:
-        return TransientJobError(f"{type(exc).__name__}: {exc}", retry_after)
-    return PermanentJobError(f"{type(exc).__name__}: {exc}")
-
-
-def load_data_plane(redis_url: str, api_key: str) -> DataPlaneChatRunner | None:
-    """The real client, if the data-plane library ships ``HyperInferClient`` yet."""
-    try:
-        module = importlib.import_module("hyperinfer.client")
-    except ImportError:
-        return None
-    factory = getattr(module, "HyperInferClient", None)
-    if factory is None:
-        return None
-    return DataPlaneChatRunner(factory(redis_url=redis_url, api_key=api_key))
+def classify_client_error(exc: HyperInferError) -> JobFailed:
+    """Transient when waiting can help (with the wait it names), else permanent."""
+    detail = f"{type(exc).__name__} ({exc.status} {exc.code or exc.error_type}): {exc.message}"
+    if isinstance(exc, RateLimited):
+        if exc.code == "request_too_large":  # larger than the limit: no wait helps
+            return PermanentJobError(detail)
+        return TransientJobError(detail, exc.retry_after_ms / 1000 or None)
+    if isinstance(exc, UpstreamError):
+        if exc.retryable or exc.status >= 500:
+            return TransientJobError(detail, exc.retry_after_s)
+        return PermanentJobError(detail)
+    if exc.status >= 500:  # NotReady, QuotaUnavailable
+        return TransientJobError(detail)
+    return PermanentJobError(detail)
 
 
 class FakeChatRunner:

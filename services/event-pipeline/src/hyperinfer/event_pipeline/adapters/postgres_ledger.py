@@ -4,6 +4,9 @@
 ``processed_events``; it yields the connection for the handler's writes, or ``None``
 when the event was already processed (a redelivery: ack without repeating the effect).
 A concurrent duplicate waits on the row lock and then sees the committed row.
+
+The schema is the config service's (it applies ``infra/migrations``); this service only
+checks that the migrations it needs are there (``missing_migrations``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+
+REQUIRED_MIGRATIONS = (1, 40)
+"""0001: ``processed_events``, ``audit_log``; 0040: ``inference_jobs``."""
 
 _CLAIM = (
     "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
@@ -39,3 +45,16 @@ class PostgresLedger:
             event_id,
         )
         return row is not None
+
+
+async def missing_migrations(pool: asyncpg.Pool, required: tuple[int, ...]) -> list[int]:
+    """The required migration versions the database has not applied (all of them when
+    ``schema_migrations`` does not exist yet)."""
+    try:
+        applied = await pool.fetchval(
+            "SELECT array_agg(version) FROM schema_migrations WHERE version = ANY($1::int[])",
+            list(required),
+        )
+    except asyncpg.UndefinedTableError:
+        return list(required)
+    return sorted(set(required) - set(applied or ()))

@@ -11,8 +11,9 @@
 #   stop_local_model              stops what start_local_model started
 #
 # The packages stay out of uv.lock on purpose: the llama-cpp-python wheel comes from a
-# local folder ($ROOT/../shared/wheels) when there is one, else it is built from source
-# (about 20 min on 2 cores). `uv sync --inexact` leaves them in place.
+# local folder when there is one (HYPERINFER_WHEELS_DIR, default $ROOT/../shared/wheels),
+# else it is built from source (about 20 min on 2 cores). `uv sync --inexact` leaves them
+# in place.
 
 if ! declare -F say >/dev/null; then
   # shellcheck source=common.sh
@@ -42,7 +43,8 @@ ensure_local_model_packages() {
   local_model_packages_present && return 0
   ensure_uv
   [ -x "$VENV_PY" ] || ensure_python_deps
-  local wheels="$ROOT/../shared/wheels" spec="llama-cpp-python[server]==$LLAMA_CPP_VERSION"
+  local wheels="${HYPERINFER_WHEELS_DIR:-$ROOT/../shared/wheels}"
+  local spec="llama-cpp-python[server]==$LLAMA_CPP_VERSION"
   if [ -d "$wheels" ]; then
     say "local model: installing $spec from $wheels"
     uv pip install -q --python "$VENV_PY" --find-links "$wheels" "$spec" \

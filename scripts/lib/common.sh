@@ -113,8 +113,16 @@ stop_recorded() { # timeout_s name...
   for name in "$@"; do rm -f "$RUN_DIR/pids/$name.pid" "$RUN_DIR/pids/$name.exe"; done
 }
 
+# How a server already listening on PORT came to be there: one `up` started (NAME's pid is
+# recorded and alive; `down` stops it) or someone else's (reused, left alone by `down`).
+say_listening() { # what name port
+  local pid
+  if pid=$(recorded_pid "$2"); then say "$1: running (pid $pid, started by scripts/up) on 127.0.0.1:$3"
+  else say "$1: reusing 127.0.0.1:$3 (not ours: scripts/down leaves it alone)"; fi
+}
+
 ensure_nats() {
-  if port_open "$NATS_PORT"; then say "NATS: reusing 127.0.0.1:$NATS_PORT"; return 0; fi
+  if port_open "$NATS_PORT"; then say_listening NATS nats "$NATS_PORT"; return 0; fi
   local bin; bin=$(nats_binary)
   [ -x "$bin" ] || die "no nats-server binary (expected $bin after uv sync)"
   mkdir -p "$RUN_DIR/nats"
@@ -124,7 +132,7 @@ ensure_nats() {
 }
 
 ensure_redis() {
-  if port_open "$REDIS_PORT"; then say "Redis: reusing 127.0.0.1:$REDIS_PORT"; return 0; fi
+  if port_open "$REDIS_PORT"; then say_listening Redis redis "$REDIS_PORT"; return 0; fi
   ensure_redis_binary
   mkdir -p "$RUN_DIR/redis"
   say "Redis: starting on 127.0.0.1:$REDIS_PORT (data in $RUN_DIR/redis)"
@@ -136,7 +144,12 @@ ensure_redis() {
 as_postgres() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 ensure_postgres() {
-  if port_open "$PG_PORT"; then say "PostgreSQL: reusing 127.0.0.1:$PG_PORT"; return 0; fi
+  if port_open "$PG_PORT"; then
+    if [ -f "$RUN_DIR/pids/postgres.datadir" ]; then
+      say "PostgreSQL: running (started by scripts/up, $(cat "$RUN_DIR/pids/postgres.datadir")) on 127.0.0.1:$PG_PORT"
+    else say "PostgreSQL: reusing 127.0.0.1:$PG_PORT (not ours: scripts/down leaves it alone)"; fi
+    return 0
+  fi
   ensure_pg_binaries
   local bin data="$RUN_DIR/pg/data"; bin=$(pg_bindir)
   mkdir -p "$RUN_DIR/pg"
@@ -204,6 +217,23 @@ except urllib.error.HTTPError as exc:
 except OSError:
     print("000")
 PY
+}
+
+# One master key for upstream credentials on every node: the config service seals them
+# with it, the ingress and the event pipeline open them. HYPERINFER_CREDENTIALS_KEY if
+# set, else one generated once and kept in $RUN_DIR/credentials.key (mode 0600).
+ensure_credentials_key() {
+  local file="$RUN_DIR/credentials.key"
+  if [ -z "${HYPERINFER_CREDENTIALS_KEY:-}" ]; then
+    if [ ! -s "$file" ]; then
+      (umask 077 && "$ROOT/.venv/bin/python" -c \
+        'from hyperinfer.client.credentials import generate_master_key; print(generate_master_key())' \
+        >"$file.tmp") && mv "$file.tmp" "$file" || die "could not write $file"
+      say "credentials master key: generated into $file"
+    fi
+    HYPERINFER_CREDENTIALS_KEY=$(cat "$file")
+  fi
+  export HYPERINFER_CREDENTIALS_KEY
 }
 
 pg_admin_dsn() {

@@ -91,6 +91,7 @@ start_local_model() { # [port]
   start_bg local-model "$RUN_DIR/logs/local-model.log" "$VENV_PY" -m llama_cpp.server \
     --model "$gguf" --model_alias "$LOCAL_MODEL_ALIAS" --host 127.0.0.1 --port "$port" \
     --n_threads 2
+  record_port local-model "$port"
   for ((i = 0; i < 600; i++)); do
     if port_open "$port" && local_model_answers "$url"; then
       export HYPERINFER_LOCAL_MODEL_URL="$url/v1"
@@ -107,5 +108,5 @@ stop_local_model() {
   local pidf="$RUN_DIR/pids/local-model.pid"
   [ -f "$pidf" ] || return 0
   kill "$(cat "$pidf")" 2>/dev/null && say "local model: stopped"
-  rm -f "$pidf"
+  rm -f "$pidf" "$RUN_DIR/pids/local-model".{exe,port}
 }

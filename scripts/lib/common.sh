@@ -110,7 +110,39 @@ stop_recorded() { # timeout_s name...
       for ((t = 0; t < 50; t++)); do pid_alive "$pid" || break; sleep 0.1; done
     fi
   done
-  for name in "$@"; do rm -f "$RUN_DIR/pids/$name.pid" "$RUN_DIR/pids/$name.exe"; done
+  for name in "$@"; do rm -f "$RUN_DIR/pids/$name".{pid,exe,port}; done
+}
+
+# The port NAME was started on, so a later run can tell it is being asked for another.
+record_port() { echo "$2" >"$RUN_DIR/pids/$1.port"; } # name port
+
+# Is what scripts/up recorded for NAME still running?
+recorded_alive() { # name
+  if [ "$1" = postgres ]; then
+    local pid
+    pid=$(cat "$RUN_DIR/pids/postgres.pid" 2>/dev/null) && [[ "$pid" =~ ^[0-9]+$ ]] && pid_alive "$pid"
+  else
+    recorded_pid "$1" >/dev/null
+  fi
+}
+
+# Refuse to go on when something scripts/up started is running on another port than this
+# run asks for (the environment differs from the first run's): going on would reuse other
+# servers, or wait on ports nothing of ours listens on. Arguments: name=port:VARIABLE.
+require_recorded_ports() { # name=port:VAR...
+  local item name want var have bad=()
+  for item in "$@"; do
+    name=${item%%=*}
+    var=${item##*:}
+    want=${item#*=}
+    want=${want%%:*}
+    [ -f "$RUN_DIR/pids/$name.port" ] && recorded_alive "$name" || continue
+    have=$(cat "$RUN_DIR/pids/$name.port")
+    [ "$have" = "$want" ] || bad+=("$var=$have")
+  done
+  [ ${#bad[@]} -eq 0 ] && return 0
+  die "what scripts/up started earlier runs on other ports than this run asks for; run it" \
+    "with the same ports (${bad[*]}) or stop it first (scripts/down)"
 }
 
 # How a server already listening on PORT came to be there: one `up` started (NAME's pid is
@@ -128,6 +160,7 @@ ensure_nats() {
   mkdir -p "$RUN_DIR/nats"
   say "NATS: starting $bin on 127.0.0.1:$NATS_PORT (data in $RUN_DIR/nats)"
   start_bg nats "$RUN_DIR/logs/nats.log" "$bin" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$RUN_DIR/nats"
+  record_port nats "$NATS_PORT"
   wait_port "$NATS_PORT" 15 "nats-server"
 }
 
@@ -138,6 +171,7 @@ ensure_redis() {
   say "Redis: starting on 127.0.0.1:$REDIS_PORT (data in $RUN_DIR/redis)"
   start_bg redis "$RUN_DIR/logs/redis.log" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 \
     --dir "$RUN_DIR/redis" --save "" --appendonly yes
+  record_port redis "$REDIS_PORT"
   wait_port "$REDIS_PORT" 15 "redis-server"
 }
 
@@ -166,6 +200,7 @@ ensure_postgres() {
     || die "PostgreSQL did not start (see $RUN_DIR/logs/postgres.log)"
   head -n 1 "$data/postmaster.pid" >"$RUN_DIR/pids/postgres.pid"
   echo "$data" >"$RUN_DIR/pids/postgres.datadir"
+  record_port postgres "$PG_PORT"
 }
 
 # Stop the PostgreSQL cluster that ensure_postgres started (pg_ctl, fast mode), if any.
@@ -179,7 +214,7 @@ stop_postgres() {
     as_postgres "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null \
       || say "pg_ctl stop failed (see $RUN_DIR/logs/postgres.log)"
   fi
-  rm -f "$RUN_DIR/pids/postgres.pid" "$RUN_DIR/pids/postgres.datadir"
+  rm -f "$RUN_DIR/pids/postgres".{pid,datadir,port}
 }
 
 # --- the seven services -------------------------------------------------------------

@@ -115,6 +115,7 @@ class DocumentWatcher(Generic[DocT]):
         self._task: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()
         self._refresh_lock = asyncio.Lock()
+        self._stopping = False
         self.connected = False
         self.applied_at: float | None = None
         self.updates_applied = 0
@@ -140,6 +141,7 @@ class DocumentWatcher(Generic[DocT]):
     async def start(self, wait_s: float = 0.0) -> bool:
         """Start watching; wait up to ``wait_s`` for a stored document. True once loaded."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"watch-{self.kind.name}")
         return await self.wait_loaded(wait_s)
 
@@ -150,6 +152,9 @@ class DocumentWatcher(Generic[DocT]):
         return self._loaded.is_set()
 
     async def stop(self) -> None:
+        """Stop watching. Also when redis-py turns the cancellation into a connection
+        error (it does, mid-read): the loop checks ``_stopping`` and ends."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,17 +201,19 @@ class DocumentWatcher(Generic[DocT]):
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopping:
             try:
                 await self._follow()
             except (RedisError, OSError) as exc:
+                if self._stopping:
+                    return
+                if self.connected:  # it had been working: retry quickly first
+                    backoff = 0.05
                 self.connected = False
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("%s watch interrupted: %s", self.kind.name, self.last_error)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
-            else:  # pragma: no cover - _follow only returns by raising
-                backoff = 0.05
 
     async def _follow(self) -> None:
         async with self._redis.pubsub() as pubsub:
@@ -215,7 +222,7 @@ class DocumentWatcher(Generic[DocT]):
             self.last_error = None
             await self.refresh()  # catch up on whatever happened while not subscribed
             last_check = time.monotonic()
-            while True:
+            while not self._stopping:
                 message = await pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=self._check_interval_s
                 )

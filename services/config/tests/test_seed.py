@@ -128,6 +128,9 @@ def test_local_model_becomes_the_primary_with_echo_fallback(
             ("local-smollm2", "smollm2-135m"),
             ("echo", "echo"),
         ]
+        # the router must not spread demo-chat over both: the local model first, always
+        rules = api.get("/routing-rules", params={"alias": "demo-chat"}).json()["items"]
+        assert [(r["name"], r["strategy"]) for r in rules] == [("demo-chat", "ordered")]
     assert json.loads(out.read_text())["local_model"] == "smollm2-135m"
 
 

@@ -6,9 +6,11 @@ Ensures team ``demo``, user ``demo@hyperinfer.local``, the built-in ``echo`` bac
 and, when ``HYPERINFER_LOCAL_MODEL_URL`` is set, an ``openai_compatible`` backend
 ``local-smollm2`` serving ``smollm2-135m`` there; team aliases ``demo-echo`` → echo and
 ``demo-chat`` → the local model with echo as fallback (echo alone without a local
-model); and one API key. The key's plaintext goes only into FILE (mode 0600, JSON with
-the key, team, aliases and the ingress URL). On a second run the key in FILE is reused
-if it still works, else the demo key is rotated (or created). Nothing secret is printed.
+model), with a routing rule ``demo-chat`` of strategy ``ordered`` so the router sends it
+to its first healthy target rather than spreading it over both; and one API key. The
+key's plaintext goes only into FILE (mode 0600, JSON with the key, team, aliases and the
+ingress URL). On a second run the key in FILE is reused if it still works, else the demo
+key is rotated (or created). Nothing secret is printed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ KEY_NAME = "demo"
 ECHO = {"id": "echo", "name": "echo", "kind": "echo", "models": ["echo"]}
 LOCAL_MODEL = "smollm2-135m"
 LOCAL_BACKEND_ID = "local-smollm2"
+DEMO_CHAT = "demo-chat"
 BACKEND_FIXED = ("id", "kind")
 
 
@@ -109,7 +112,7 @@ def ensure_backends(admin: Admin, local_model_url: str | None) -> list[dict[str,
 
 
 def ensure_aliases(admin: Admin, chat_targets: list[dict[str, str]]) -> list[str]:
-    wanted = {"demo-echo": [{"backend_id": "echo", "model": "echo"}], "demo-chat": chat_targets}
+    wanted = {"demo-echo": [{"backend_id": "echo", "model": "echo"}], DEMO_CHAT: chat_targets}
     for name, targets in wanted.items():
         found = admin.first("/aliases", name=name, team_id=TEAM)
         body: dict[str, Any] = {"targets": targets}
@@ -117,6 +120,13 @@ def ensure_aliases(admin: Admin, chat_targets: list[dict[str, str]]) -> list[str
             body.update(name=name, team_id=TEAM)
         admin.ensure("aliases", found, body)
     return sorted(wanted)
+
+
+def ensure_routing(admin: Admin) -> None:
+    """demo-chat goes to its first healthy target (the local model), echo only as fallback."""
+    found = admin.first("/routing-rules", name=DEMO_CHAT)
+    body = {"name": DEMO_CHAT, "alias": DEMO_CHAT, "strategy": "ordered"}
+    admin.ensure("routing-rules", found, body)
 
 
 def ensure_key(admin: Admin, out: Path, user_id: str) -> tuple[dict[str, Any], str, str]:
@@ -152,6 +162,7 @@ def seed(admin: Admin, out: Path, local_model_url: str | None, ingress_url: str)
         "users", None, {"email": USER_EMAIL, "role": "member", "team_id": TEAM}
     )
     aliases = ensure_aliases(admin, ensure_backends(admin, local_model_url))
+    ensure_routing(admin)
     key, plaintext, how = ensure_key(admin, out, user["id"])
     _write_private(
         out,
@@ -160,7 +171,7 @@ def seed(admin: Admin, out: Path, local_model_url: str | None, ingress_url: str)
             "key_id": key["id"],
             "team_id": TEAM,
             "team": TEAM,
-            "alias": "demo-chat",  # the one to try first
+            "alias": DEMO_CHAT,  # the one to try first
             "aliases": aliases,
             "local_model": LOCAL_MODEL if local_model_url else None,
             "ingress_url": ingress_url,

@@ -77,10 +77,14 @@ PY
 }
 
 start_local_model() { # [port]
-  local port="${1:-$LOCAL_MODEL_PORT}" url gguf pidf="$RUN_DIR/pids/local-model.pid" i
+  local port="${1:-$LOCAL_MODEL_PORT}" url gguf pidf="$RUN_DIR/pids/local-model.pid" i pid
   url="http://127.0.0.1:$port"
   if local_model_answers "$url"; then
-    say "local model: reusing $url"
+    if pid=$(recorded_pid local-model); then
+      say "local model: running (pid $pid, started by scripts/up) on $url"
+    else
+      say "local model: reusing $url (not ours: scripts/down leaves it alone)"
+    fi
     export HYPERINFER_LOCAL_MODEL_URL="$url/v1"
     return 0
   fi

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from hyperinfer.client.quota import QuotaIndex, QuotaLimiter, hot_path_redis
+from hyperinfer.client.resp import RespClient
 from hyperinfer.contracts import utc_now
 from hyperinfer.contracts.config.v1 import ConfigSnapshot, KeyConfig, QuotaConfig, TeamConfig
 
@@ -51,15 +52,31 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await redis.aclose()
 
 
+TRANSPORTS = ("redis-py", "resp")
+"""What carries the reserve script: redis-py (the quota service) or the data plane's
+``RespClient``; every limiter test runs with both (same decisions, same failure policy)."""
+
+
+@pytest.fixture(params=TRANSPORTS)
+async def wire(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[RespClient | None]:
+    if request.param == "redis-py":
+        yield None
+        return
+    resp = RespClient(redis_url)
+    yield resp
+    await resp.aclose()
+
+
 @pytest.fixture
 async def make_limiter(
-    client: aioredis.Redis,
+    client: aioredis.Redis, wire: RespClient | None
 ) -> AsyncIterator[Callable[..., QuotaLimiter]]:
     made: list[QuotaLimiter] = []
 
     def make(**kwargs: Any) -> QuotaLimiter:
         kwargs.setdefault("node_id", f"node-{len(made)}")
         kwargs.setdefault("require_budgets_loaded", False)
+        kwargs.setdefault("wire", wire)
         limiter = QuotaLimiter(client, **kwargs)
         made.append(limiter)
         return limiter

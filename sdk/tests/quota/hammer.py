@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from hyperinfer.client.quota import QuotaExceeded, QuotaIndex, QuotaLimiter, hot_path_redis
+from hyperinfer.client.resp import RespClient
 from hyperinfer.contracts.config.v1 import ConfigSnapshot
 
 
@@ -24,8 +25,13 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     redis = hot_path_redis(cfg["url"], timeout_s=5, max_connections=cfg["clients"])
     index = QuotaIndex.from_snapshot(ConfigSnapshot.model_validate(cfg["snapshot"]))
     limits = index.limits(cfg["team"], cfg["key"])
-    limiter = QuotaLimiter(redis, node_id=f"hammer-{os.getpid()}", require_budgets_loaded=False)
+    wire = RespClient(cfg["url"], timeout_s=5) if cfg.get("transport") == "resp" else None
+    limiter = QuotaLimiter(
+        redis, node_id=f"hammer-{os.getpid()}", require_budgets_loaded=False, wire=wire
+    )
     await redis.ping()
+    if wire is not None:
+        await wire.execute(b"PING")
     admitted: list[tuple[int, int]] = []
     denied = last_us = 0
     pid = os.getpid()
@@ -58,6 +64,8 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(max(0.0, cfg["start_at"] - time.time()))
     await asyncio.gather(*(client(i) for i in range(cfg["clients"])))
     await redis.aclose()
+    if wire is not None:
+        await wire.aclose()
     return {"admitted": admitted, "denied": denied, "last_us": last_us}
 
 

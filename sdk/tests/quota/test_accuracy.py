@@ -20,18 +20,23 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hyperinfer.client.quota import gcra_params
 
-from .conftest import key_quota, make_snapshot
+from .conftest import TRANSPORTS, key_quota, make_snapshot
 
 HAMMER = Path(__file__).with_name("hammer.py")
 PROCESSES, CLIENTS = 4, 50
+pytestmark = pytest.mark.parametrize("transport", TRANSPORTS)
 
 
-def hammer(url: str, limit_kw: dict[str, int], sizes: list[int], window_s: float) -> dict[str, Any]:
+def hammer(
+    url: str, limit_kw: dict[str, int], sizes: list[int], window_s: float, transport: str
+) -> dict[str, Any]:
     """Run the load; return every admission and the server time of the last decision."""
     snapshot = make_snapshot([key_quota(**limit_kw)]).model_dump(mode="json")
     cfg = {
+        "transport": transport,
         "url": url,
         "snapshot": snapshot,
         "team": "t1",
@@ -72,9 +77,9 @@ def allowed_by(limit: int, first_us: int, at_us: int) -> Fraction:
     return capacity + Fraction(rate * (at_us - first_us), period)
 
 
-def test_rpm_is_exact_across_processes(redis_url: str) -> None:
+def test_rpm_is_exact_across_processes(redis_url: str, transport: str) -> None:
     limit = 1200  # one every 50 ms after a burst of 1200
-    run = hammer(redis_url, {"rpm": limit}, [1], window_s=2.5)
+    run = hammer(redis_url, {"rpm": limit}, [1], window_s=2.5, transport=transport)
     admitted = run["admitted"]
     first = admitted[0][0]
     for count, (at, _) in enumerate(admitted, start=1):
@@ -85,17 +90,17 @@ def test_rpm_is_exact_across_processes(redis_url: str) -> None:
     assert run["denied"] > len(admitted)  # demand exceeded the limit all along
 
 
-def test_rpm_burst_inside_one_emission_interval(redis_url: str) -> None:
+def test_rpm_burst_inside_one_emission_interval(redis_url: str, transport: str) -> None:
     limit = 30  # one every 2 s: a 1.5 s window sees exactly the burst
-    run = hammer(redis_url, {"rpm": limit}, [1], window_s=1.5)
+    run = hammer(redis_url, {"rpm": limit}, [1], window_s=1.5, transport=transport)
     print(f"rpm burst: N={limit} admitted={len(run['admitted'])} denied={run['denied']}")
     assert limit - 1 <= len(run["admitted"]) <= limit
 
 
-def test_tpm_is_exact_across_processes_with_varied_sizes(redis_url: str) -> None:
+def test_tpm_is_exact_across_processes_with_varied_sizes(redis_url: str, transport: str) -> None:
     limit = 60_000  # 1000 tokens/s after a burst of 60000
     sizes = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89]
-    run = hammer(redis_url, {"tpm": limit}, sizes, window_s=2.5)
+    run = hammer(redis_url, {"tpm": limit}, sizes, window_s=2.5, transport=transport)
     admitted = run["admitted"]
     first, total = admitted[0][0], 0
     for at, tokens in admitted:

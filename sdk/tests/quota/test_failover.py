@@ -18,9 +18,10 @@ from collections.abc import Callable
 import pytest
 from hyperinfer.client.errors import QuotaUnavailable
 from hyperinfer.client.quota import PolicySwitch, QuotaExceeded, QuotaLimiter, hot_path_redis
+from hyperinfer.client.resp import RespClient
 from hyperinfer.runtime.testing.servers import RedisServer
 
-from .conftest import index_of, key_quota
+from .conftest import TRANSPORTS, index_of, key_quota
 
 RPM = 600
 
@@ -33,8 +34,9 @@ async def until(predicate: Callable[[], bool], timeout_s: float) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_redis_loss_applies_each_teams_policy_and_recovers(
-    redis_server: RedisServer, redis_url: str, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, redis_url: str, caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
     caplog.set_level(logging.INFO, logger="hyperinfer.client.quota")
     index = index_of(
@@ -44,9 +46,10 @@ async def test_redis_loss_applies_each_teams_policy_and_recovers(
         policies={"closed-team": "closed", "open-team": "open"},
     )
     clients = [hot_path_redis(redis_url), hot_path_redis(redis_url)]
+    wires = [RespClient(redis_url) if transport == "resp" else None for _ in clients]
     node1, node2 = (
-        QuotaLimiter(c, node_id=f"n{i}", heartbeat_s=0.2, retry_interval_s=0.2)
-        for i, c in enumerate(clients, start=1)
+        QuotaLimiter(c, node_id=f"n{i}", heartbeat_s=0.2, retry_interval_s=0.2, wire=w)
+        for i, (c, w) in enumerate(zip(clients, wires, strict=True), start=1)
     )
     switches: list[PolicySwitch] = []
     node1.metrics.on_switch(switches.append)
@@ -107,6 +110,9 @@ async def test_redis_loss_applies_each_teams_policy_and_recovers(
         await node2.stop()
         for c in clients:
             await c.aclose()
+        for w in wires:
+            if w is not None:
+                await w.aclose()
 
     assert errors == []
     by_phase = {(p, t, m): c for (p, t, m), c in outcomes.items()}

@@ -45,6 +45,7 @@ from hyperinfer.client.models import (
 )
 from hyperinfer.client.providers import ProviderRegistry
 from hyperinfer.client.quota import QuotaLimiter
+from hyperinfer.client.resp import RespClient
 from hyperinfer.client.routing_table import RoutingTableAgent
 from hyperinfer.client.usage import UsageRecorder
 from pydantic import BaseModel
@@ -70,9 +71,13 @@ class HyperInferClient:
         self._wait_config_s = wait_config_s
         self._watch_redis = aioredis.Redis.from_url(redis_url)
         self._redis = hot_path_redis_pool(redis_url)
+        self._wire = RespClient(redis_url)  # the reserve on every request, usage batches
         node = node_id or f"client-{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         limiter = QuotaLimiter(
-            self._redis, node_id=node, require_budgets_loaded=require_budgets_loaded
+            self._redis,
+            node_id=node,
+            require_budgets_loaded=require_budgets_loaded,
+            wire=self._wire,
         )
         key = credentials_key or os.environ.get(ENV_VAR) or None
         self.dataplane = DataPlane(
@@ -80,7 +85,7 @@ class HyperInferClient:
             routing=RoutingTableAgent(self._watch_redis),
             limiter=limiter,
             providers=ProviderRegistry(),
-            recorder=UsageRecorder(self._redis, limiter, source="client"),
+            recorder=UsageRecorder(self._wire, limiter, source="client"),
             cipher=CredentialsCipher(key) if key else None,
             cache=cache,
             cache_key=cache_key,
@@ -100,6 +105,7 @@ class HyperInferClient:
         if self._started:
             await self.dataplane.stop()
             self._started = False
+        await self._wire.aclose()
         await self._redis.aclose()
         await self._watch_redis.aclose()
 

@@ -7,6 +7,8 @@ Env prefix ``HYPERINFER_INGRESS_`` for own fields; shared infrastructure reads
 
 from __future__ import annotations
 
+from typing import Literal
+
 from hyperinfer.runtime.settings import ServiceSettings
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
@@ -18,6 +20,11 @@ class IngressSettings(ServiceSettings):
     )
 
     http_port: int = 8080
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        default="uvloop",
+        description="the event loop (read by the entry point before the loop starts; "
+        "validated here)",
+    )
     credentials_key: SecretStr | None = Field(
         default=None,
         description="master key that opens upstream credentials; unset: backends without "
@@ -34,7 +41,12 @@ class IngressSettings(ServiceSettings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_open_s: float = Field(default=10.0, gt=0)
     usage_queue: int = Field(default=20_000, gt=0, description="pending usage events, at most")
-    usage_stream_maxlen: int = Field(default=1_000_000, gt=0, description="XADD MAXLEN ~")
+    usage_stream_maxlen: int | None = Field(
+        default=None,
+        gt=0,
+        description="cap the usage stream with XADD MAXLEN ~ (unset: no cap; telemetry trims "
+        "past every consumer group, so a long ledger outage loses nothing)",
+    )
     require_budgets_loaded: bool = Field(
         default=True,
         description="fail-closed teams with a budget wait until the quota service loaded it",

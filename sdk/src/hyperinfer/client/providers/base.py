@@ -45,6 +45,7 @@ from hyperinfer.client.errors import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from hyperinfer.client.providers.http1 import Http1Pool
 from hyperinfer.contracts.config.v1 import BackendConfig
 
 NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})
@@ -228,7 +229,53 @@ class StreamedResponse:
 
 
 class HttpTransport:
+    """One keep-alive HTTP/1.1 pool for one provider (``http1.Http1Pool``).
+
+    Non-streaming calls have a hard deadline of ``upstream.timeout_s``; streams time out
+    when no byte arrives for ``timeout_s`` (the first included). Errors name the backend.
+    """
+
+    def __init__(self, limits: PoolLimits | None = None) -> None:
+        self.limits = limits or PoolLimits()
+        self._pool: Http1Pool | None = None
+
+    def _client(self) -> Http1Pool:
+        if self._pool is None:
+            self._pool = Http1Pool(
+                max_connections=self.limits.max_connections,
+                max_idle_per_host=self.limits.max_keepalive_connections,
+                keepalive_expiry_s=self.limits.keepalive_expiry_s,
+                connect_timeout_s=self.limits.connect_timeout_s,
+            )
+        return self._pool
+
+    async def post(
+        self, upstream: Upstream, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """POST and read the whole answer: ``(status, headers, body)``."""
+        label = f"backend {upstream.backend.name or upstream.backend.id}"
+        return await self._client().post(url, body, headers, upstream.timeout_s, label)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, upstream: Upstream, url: str, body: bytes, headers: Mapping[str, str]
+    ) -> AsyncIterator[StreamedResponse]:
+        """POST and hand over the answer as it arrives (the connection is freed on exit)."""
+        label = f"backend {upstream.backend.name or upstream.backend.id}"
+        async with self._client().stream(url, body, headers, upstream.timeout_s, label) as response:
+            yield StreamedResponse(response.status, response.headers, response.chunks())
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+
+
+class AiohttpTransport:
     """One keep-alive aiohttp pool for one provider, with errors as ``UpstreamError``s.
+
+    The transport used before ``HttpTransport`` (kept for ``bench/dataplane_upstream.py``,
+    which measures both side by side).
 
     The session is made on first use (inside the running event loop). Non-streaming
     calls have a hard deadline of ``upstream.timeout_s``; streams time out when no byte

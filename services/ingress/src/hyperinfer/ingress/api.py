@@ -49,14 +49,6 @@ JSON = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
-HOT_PATHS = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/messages"})
-
-
-def is_hot_route(scope: Scope) -> bool:
-    path: str = scope.get("path", "")
-    return path in HOT_PATHS or path.startswith("/v1/models/")
-
-
 class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 

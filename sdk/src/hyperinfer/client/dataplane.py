@@ -268,7 +268,7 @@ class DataPlane:
         draft.prompt = request["input"]
         body = await self._attempt(plan, draft, lambda p, u: p.embeddings(u, request))
         usage = body.get("usage")
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        if isinstance(usage, dict) and _is_count(usage.get("prompt_tokens")):
             draft.prompt_tokens, draft.completion_tokens = usage["prompt_tokens"], 0
         else:
             draft.completion_tokens = 0
@@ -565,8 +565,12 @@ def _take_usage(draft: UsageDraft, usage: Any) -> None:
     if not isinstance(usage, dict):
         return
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(prompt, int) and isinstance(completion, int):
+    if _is_count(prompt) and _is_count(completion):  # else counted (a usage event must be valid)
         draft.prompt_tokens, draft.completion_tokens = prompt, completion
+
+
+def _is_count(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 2**53
 
 
 def _answer_texts(body: dict[str, Any]) -> list[str]:

@@ -323,7 +323,7 @@ def _from_gemini(body: dict[str, Any], model: str) -> dict[str, Any]:
         "id": _completion_id(body),
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": body.get("modelVersion") or model,
+        "model": _text(body.get("modelVersion")) or model,
         "choices": choices,
     }
     usage = usage_from(body.get("usageMetadata"))
@@ -344,7 +344,7 @@ def _choice(candidate: Any, fallback_index: int) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     return {
-        "index": candidate.get("index", fallback_index),
+        "index": _count(candidate.get("index", fallback_index)),
         "message": message,
         "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls)),
     }
@@ -387,12 +387,24 @@ def finish_reason(reason: Any, has_calls: bool) -> str | None:
 def usage_from(metadata: Any) -> dict[str, int] | None:
     if not isinstance(metadata, dict) or "promptTokenCount" not in metadata:
         return None
-    prompt = int(metadata.get("promptTokenCount") or 0)
-    completion = int(metadata.get("candidatesTokenCount") or 0) + int(
+    prompt = _count(metadata.get("promptTokenCount") or 0)
+    completion = _count(metadata.get("candidatesTokenCount") or 0) + _count(
         metadata.get("thoughtsTokenCount") or 0
     )
-    total = int(metadata.get("totalTokenCount") or prompt + completion)
+    total = _count(metadata.get("totalTokenCount") or prompt + completion)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
+
+def _count(value: Any) -> int:
+    """A count or index from the answer: a non-negative integer JSON can carry exactly."""
+    number = int(value)
+    if not 0 <= number < 2**53:
+        raise ValueError(f"count out of range: {number}")
+    return number
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 class StreamTranslator:
@@ -419,7 +431,7 @@ class StreamTranslator:
         out = []
         for i, candidate in enumerate(event.get("candidates") or []):
             if isinstance(candidate, dict):
-                out.append(self._chunk(candidate, int(candidate.get("index", i))))
+                out.append(self._chunk(candidate, _count(candidate.get("index", i))))
         if not event.get("candidates") and event.get("promptFeedback", {}).get("blockReason"):
             self.finished = True
             out.append(self._wrap(0, {"role": "assistant"}, "content_filter"))

@@ -1,9 +1,10 @@
 """HTTP routes of the admin API (FastAPI glue only; the work is in ``handlers``).
 
-Every error leaves as RFC 9457 ``application/problem+json``, translated here once:
-``ConfigError`` subclasses by their status, request validation as 422 (malformed
-JSON as 400), bodies over the limit as 413, unknown routes as 404, anything
-unexpected as 500 without details. Objects carry ``ETag: "<version>"``; changes
+Every error leaves as RFC 9457 ``application/problem+json``, translated once by the
+runtime's problem handlers (``hyperinfer.runtime.problems``): ``ConfigError``
+subclasses by their status, request validation as 422 (malformed JSON as 400),
+unknown routes as 404, anything unexpected as 500 without details; bodies over the
+limit are refused here as 413 before any handler runs. Objects carry ``ETag: "<version>"``; changes
 accept ``If-Match`` and answer ``X-Config-Version`` (the config version the change
 committed at) and ``X-Config-Published`` (whether Redis holds it yet).
 """
@@ -13,9 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from hyperinfer.config import domain, handlers
 from hyperinfer.config.domain import Principal
@@ -53,89 +52,19 @@ from hyperinfer.config.resources import (
     WhoAmI,
 )
 from hyperinfer.contracts.config.v1 import ConfigSnapshot
-from hyperinfer.runtime.logs import get_logger
-from pydantic import BaseModel, ConfigDict, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from hyperinfer.runtime.problems import (
+    install_problem_handlers,
+    problem_response,
+    problem_responses,
+)
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-log = get_logger(__name__)
-PROBLEM = "application/problem+json"
 ADMIN = "/v1/admin"
+ERRORS = problem_responses(400, 401, 403, 404, 409, 412, 413, 422, 503)
 
 
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str = Field(description="urn:hyperinfer:problem:<code>, or about:blank")
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-
-
-_PROBLEM_RESPONSE = {"model": Problem, "content": {PROBLEM: {}}}
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: _PROBLEM_RESPONSE for status in (400, 401, 403, 404, 409, 412, 413, 422, 503)
-}
-
-
-# --- problem+json --------------------------------------------------------------------
-def problem(
-    status: int, title: str, detail: str | None, code: str | None = None, **extra: Any
-) -> Response:
-    body = {
-        "type": f"urn:hyperinfer:problem:{code}" if code else "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        **extra,
-    }
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM)
-
-
-async def _config_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ConfigError)
-    return problem(exc.status, exc.title, exc.detail, exc.code, **exc.extensions)
-
-
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
-        for e in exc.errors()
-    ]
-    if any(e["type"] == "json_invalid" for e in errors):
-        return problem(400, "Bad request", "the body is not valid JSON", "bad-request")
-    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-    where = ".".join(str(p) for p in first["loc"])
-    detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-    return problem(422, "Invalid field", detail, "invalid-field", errors=errors[:20])
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    response = problem(exc.status_code, _title(exc.status_code), str(exc.detail))
-    for name, value in (exc.headers or {}).items():
-        response.headers[name] = value
-    return response
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error", extra={"error": type(exc).__name__, "path": request.url.path})
-    return problem(500, "Internal error", "an unexpected error occurred", "internal")
-
-
-def _title(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
-
-
+# --- body limit ----------------------------------------------------------------------
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with a 413 problem, before any handler runs."""
 
@@ -149,11 +78,12 @@ class BodyLimit:
             return
         body = await self._read(scope, receive)
         if body is None:
-            response = problem(
+            response = problem_response(
                 413,
                 PayloadTooLarge.title,
                 f"request bodies are limited to {self.max_bytes} bytes",
                 PayloadTooLarge.code,
+                instance=scope["path"],
             )
             await response(scope, receive, send)
             return
@@ -620,11 +550,8 @@ def install(app: FastAPI, deps: Deps, version: VersionSource, max_body_bytes: in
     app.state.deps = deps
     app.state.config_version = version
     app.include_router(router)
-    app.add_exception_handler(ConfigError, _config_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    install_problem_handlers(app, ConfigError)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
 
-__all__ = ["install", "problem", "router"]
+__all__ = ["install", "router"]

@@ -2,7 +2,7 @@
 
 ::
 
-    ConfigError                    status  problem type (``/problems/<code>``)
+    ConfigError                    status  type (``urn:hyperinfer:problem:<code>``)
     ├── BadRequest                 400     bad-request           malformed body or query
     │   ├── InvalidField           422     invalid-field         a value breaks a rule
     │   └── PayloadTooLarge        413     payload-too-large     body over the size limit
@@ -13,26 +13,18 @@
     ├── PreconditionFailed         412     precondition-failed   If-Match names an old version
     └── Unavailable                503     unavailable           PostgreSQL unreachable
 
-Handlers raise these; ``api.py`` turns each into one problem document. Nothing else
-in the service builds an error response.
+Handlers raise these with a detail and, as keywords, extension members (``field``,
+``current_version``); the runtime's problem handlers (installed by ``api.install``) turn
+each into one problem document. Nothing else in the service builds an error response.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from hyperinfer.runtime.problems import ProblemError
 
 
-class ConfigError(Exception):
+class ConfigError(ProblemError):
     """Base of every error the config service raises on purpose."""
-
-    status = 500
-    code = "internal"
-    title = "Internal error"
-
-    def __init__(self, detail: str, **extensions: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.extensions = extensions
 
 
 class BadRequest(ConfigError):

@@ -160,6 +160,30 @@ async def test_invalid_events_are_refused_with_problem_json(running: Running) ->
     assert sum(q["depth"] for q in depth.values()) == 0
 
 
+async def test_problems_have_a_type_and_instance_and_bad_requests_are_400_or_422(
+    running: Running,
+) -> None:
+    refused = await running.http.post("/internal/events", content=b"nope")
+    assert refused.json()["type"] == "urn:hyperinfer:problem:invalid-event"
+    assert refused.json()["instance"] == "/internal/events"
+    # the replay body: not JSON is 400, a field out of range 422 (a malformed body was 422
+    # before the translation moved to the runtime)
+    not_json = await running.http.post(
+        "/internal/dlq/replay", content=b"{", headers={"content-type": "application/json"}
+    )
+    assert not_json.status_code == 400
+    assert not_json.json()["type"] == "urn:hyperinfer:problem:bad-request"
+    out_of_range = await running.http.post("/internal/dlq/replay", json={"limit": 0})
+    assert out_of_range.status_code == 422
+    assert out_of_range.headers["content-type"] == "application/problem+json"
+    assert out_of_range.json()["detail"].startswith("body.limit")
+    unknown = await running.http.get("/internal/nothing-here")
+    assert (unknown.status_code, unknown.headers["content-type"]) == (
+        404,
+        "application/problem+json",
+    )
+
+
 async def test_publish_and_429_retry_after_for_low(start: Starter) -> None:
     api = await start(worker_enabled=False, capacity_cache_s=0)  # nothing drains the queues
     for n in range(5):

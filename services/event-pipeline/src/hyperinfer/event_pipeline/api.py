@@ -1,7 +1,8 @@
 """Internal HTTP API: publish events, metrics, and the DLQ (list/inspect/replay/purge).
 
 Every route needs ``X-Internal-Key`` (compared in constant time). Errors are RFC 9457
-problem+json, translated once from ``errors.PipelineError``.
+problem+json, translated once by the runtime's problem handlers from
+``errors.PipelineError`` (and request validation, unknown routes, unexpected errors).
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from hyperinfer.event_pipeline.dlq import DlqService
 from hyperinfer.event_pipeline.errors import PipelineError, Unauthorized
 from hyperinfer.event_pipeline.publisher import EventPublisher
+from hyperinfer.runtime.problems import install_problem_handlers
 from pydantic import BaseModel, Field
 
 MetricsView = Callable[[], Awaitable[dict[str, Any]]]
-PROBLEM = "application/problem+json"
 
 
 class ReplayRequest(BaseModel):
@@ -95,27 +94,4 @@ def mount(
         return {"purged": await dlq().purge()}
 
     app.include_router(router)
-    app.add_exception_handler(PipelineError, _problem)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_problem)  # type: ignore[arg-type]
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM)
-
-
-async def _problem(request: Request, exc: PipelineError) -> Response:
-    extra: dict[str, Any] = {}
-    reason = getattr(exc, "reason", None)
-    if reason:
-        extra["reason"] = reason
-    response = problem(exc.status, exc.title, str(exc) or exc.title, **extra)
-    if exc.retry_after_s is not None:
-        response.headers["retry-after"] = str(exc.retry_after_s)
-    return response
-
-
-async def _validation_problem(request: Request, exc: RequestValidationError) -> Response:
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    return problem(422, "invalid request", f"{where}: {first.get('msg', 'invalid')}")
+    install_problem_handlers(app, PipelineError)

@@ -1,14 +1,16 @@
-"""Errors of the event pipeline, translated once (problem+json) in ``api.py``.
+"""Errors of the event pipeline, translated once into RFC 9457 problem+json by the
+runtime's problem handlers (installed in ``api.mount``).
 
 ::
 
-    PipelineError                         status
-    ├── Unauthorized                      401   missing or wrong X-Internal-Key
-    ├── InvalidEvent                      422   not an envelope, unknown type/major, bad payload
-    ├── QueueFull                         429   admission refused (+ Retry-After)
-    ├── DlqEntryNotFound                  404   no such dead letter
-    ├── ReplayRateLimited                 429   replays are paced (+ Retry-After)
-    └── QueueUnavailable                  503   the queue backend cannot be reached
+    PipelineError               status  type (urn:hyperinfer:problem:<code>)
+    ├── Unauthorized            401     unauthorized           missing or wrong X-Internal-Key
+    ├── InvalidEvent            422     invalid-event          not an envelope, unknown
+    │                                                          type/major, bad payload (+ reason)
+    ├── QueueFull               429     queue-full             admission refused (+ Retry-After)
+    ├── DlqEntryNotFound        404     dead-letter-not-found  no such dead letter
+    ├── ReplayRateLimited       429     replay-rate-limited    replays are paced (+ Retry-After)
+    └── QueueUnavailable        503     queue-unavailable      the queue backend cannot be reached
 
     JobFailed                             raised by processors; decides the retry
     ├── TransientJobError                 nak with backoff (honours retry_after_s)
@@ -20,25 +22,31 @@ Any other exception a processor raises counts as transient.
 from __future__ import annotations
 
 from hyperinfer.contracts import Priority
+from hyperinfer.runtime.problems import ProblemError
 
 
-class PipelineError(Exception):
-    status = 500
+class PipelineError(ProblemError):
     title = "internal error"
     retry_after_s: int | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else {"retry-after": str(self.retry_after_s)}
 
 
 class Unauthorized(PipelineError):
     status = 401
+    code = "unauthorized"
     title = "unauthorized"
 
 
 class InvalidEvent(PipelineError):
     status = 422
+    code = "invalid-event"
     title = "invalid event"
 
     def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
+        super().__init__(detail, reason=reason)
         self.reason = reason
 
 
@@ -46,6 +54,7 @@ class QueueFull(PipelineError):
     """Admission refused this priority; try again after ``retry_after_s``."""
 
     status = 429
+    code = "queue-full"
     title = "queue full"
 
     def __init__(self, priority: Priority, detail: str, retry_after_s: int) -> None:
@@ -56,11 +65,13 @@ class QueueFull(PipelineError):
 
 class DlqEntryNotFound(PipelineError):
     status = 404
+    code = "dead-letter-not-found"
     title = "dead letter not found"
 
 
 class ReplayRateLimited(PipelineError):
     status = 429
+    code = "replay-rate-limited"
     title = "replay rate limited"
 
     def __init__(self, detail: str, retry_after_s: int) -> None:
@@ -70,6 +81,7 @@ class ReplayRateLimited(PipelineError):
 
 class QueueUnavailable(PipelineError):
     status = 503
+    code = "queue-unavailable"
     title = "queue unavailable"
 
 

@@ -1,7 +1,8 @@
 """HTTP routes of the router: explain a decision, show the current table.
 
 Both need the master admin key (``Authorization: Bearer``) or ``X-Internal-Key``. Errors
-are RFC 9457 problem+json, translated once from ``errors.RouterError``.
+are RFC 9457 problem+json, translated once by the runtime's problem handlers from
+``errors.RouterError`` (and request validation, unknown routes, unexpected errors).
 """
 
 from __future__ import annotations
@@ -9,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, Header, Query
 from hyperinfer.router import handlers
 from hyperinfer.router.errors import RouterError
 from hyperinfer.router.publisher import TablePublisher
-
-PROBLEM = "application/problem+json"
+from hyperinfer.runtime.problems import install_problem_handlers
 
 
 def key_guard(admin_key: str, internal_key: str) -> Callable[..., None]:
@@ -57,28 +55,4 @@ def mount(
         return publisher.table.model_dump(mode="json")
 
     app.include_router(router)
-    app.exception_handler(RouterError)(_problem)
-    app.exception_handler(RequestValidationError)(_invalid)
-
-
-async def _problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RouterError)
-    return problem(request, exc.status, exc.title, str(exc))
-
-
-async def _invalid(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "query") or "request"
-    return problem(request, 400, "invalid request", f"{where}: {first.get('msg', 'invalid')}")
-
-
-def problem(request: Request, status: int, title: str, detail: str) -> Response:
-    body = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-    }
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM)
+    install_problem_handlers(app, RouterError)

@@ -7,7 +7,9 @@
 ``GET /v1/usage/dead-letters``, ``POST /v1/usage/dead-letters/replay``  refused usage
                           entries and their reasons; replay after a fix (master key only)
 
-Periods are UTC whole minutes ``[start, end)``; without them, this month so far.
+Periods are UTC whole minutes ``[start, end)``; without them, this month so far. Errors
+are translated once by the runtime's problem handlers from ``errors.TelemetryError`` (and
+request validation, unknown routes, unexpected errors).
 """
 
 from __future__ import annotations
@@ -16,20 +18,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Response
 from hyperinfer.contracts import utc_now
 from hyperinfer.contracts.config.v1 import ConfigSnapshot
-from hyperinfer.runtime import get_logger
+from hyperinfer.runtime.problems import install_problem_handlers
 from hyperinfer.telemetry import handlers
 from hyperinfer.telemetry.domain import RollupHorizons
-from hyperinfer.telemetry.errors import TelemetryError, Unauthorized
+from hyperinfer.telemetry.errors import TelemetryError
 from hyperinfer.telemetry.handlers import DeadLetterStore, Principal, QueryParams, SpendStore
 from pydantic import BaseModel, Field
 
-log = get_logger(__name__)
-PROBLEM = "application/problem+json"
 Clock = Callable[[], datetime]
 
 
@@ -131,33 +129,4 @@ def mount(
         return await handlers.replay_dead_letters(dlq, body.ids)
 
     app.include_router(router)
-    app.add_exception_handler(TelemetryError, _problem)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_problem)  # type: ignore[arg-type]
-    app.add_exception_handler(Exception, _unexpected_problem)
-
-
-def problem(status: int, title: str, detail: str, instance: str) -> Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    body["instance"] = instance
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM)
-
-
-async def _problem(request: Request, exc: TelemetryError) -> Response:
-    response = problem(exc.status, exc.title, str(exc) or exc.title, request.url.path)
-    if isinstance(exc, Unauthorized):
-        response.headers["www-authenticate"] = "Bearer"
-    return response
-
-
-async def _validation_problem(request: Request, exc: RequestValidationError) -> Response:
-    first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "header"))
-    detail = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request"
-    return problem(400, "invalid request", detail, request.url.path)
-
-
-async def _unexpected_problem(request: Request, exc: Exception) -> Response:
-    log.exception("usage API request failed", exc_info=exc)
-    return problem(
-        500, "internal error", "the request failed; see the service log", request.url.path
-    )
+    install_problem_handlers(app, TelemetryError)

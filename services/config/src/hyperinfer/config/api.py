@@ -221,12 +221,12 @@ async def create_team(deps: DepsT, who: Caller, body: TeamCreate) -> Response:
 async def list_teams(
     deps: DepsT, who: Caller, name: Filter = None, limit: Limit = None, cursor: Cursor = None
 ) -> Page[Team]:
-    return await handlers.list_teams(deps, who, name, limit, cursor)
+    return await handlers.list_items(deps, who, handlers.TEAMS, {"name": name}, limit, cursor)
 
 
 @router.get(f"{ADMIN}/teams/{{team_id}}", tags=["teams"], response_model=Team)
 async def get_team(deps: DepsT, who: Caller, team_id: Id) -> Response:
-    return _object(await handlers.get_team(deps, who, team_id))
+    return _object(await handlers.get_item(deps, who, handlers.TEAMS, team_id))
 
 
 @router.patch(f"{ADMIN}/teams/{{team_id}}", tags=["teams"], response_model=Team)
@@ -257,12 +257,14 @@ async def list_users(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[User]:
-    return await handlers.list_users(deps, who, team_id, email, role, limit, cursor)
+    return await handlers.list_items(
+        deps, who, handlers.USERS, {"team_id": team_id, "email": email, "role": role}, limit, cursor
+    )
 
 
 @router.get(f"{ADMIN}/users/{{user_id}}", tags=["users"], response_model=User)
 async def get_user(deps: DepsT, who: Caller, user_id: Id) -> Response:
-    return _object(await handlers.get_user(deps, who, user_id))
+    return _object(await handlers.get_item(deps, who, handlers.USERS, user_id))
 
 
 @router.patch(f"{ADMIN}/users/{{user_id}}", tags=["users"], response_model=User)
@@ -294,7 +296,14 @@ async def list_keys(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[ApiKey]:
-    return await handlers.list_keys(deps, who, team_id, user_id, name, active, limit, cursor)
+    return await handlers.list_items(
+        deps,
+        who,
+        handlers.KEYS,
+        {"team_id": team_id, "user_id": user_id, "name": name, "active": active},
+        limit,
+        cursor,
+    )
 
 
 @router.post(f"{ADMIN}/keys/lookup", tags=["keys"])
@@ -304,7 +313,7 @@ async def lookup_key(deps: DepsT, who: Caller, body: KeyLookup) -> ApiKey:
 
 @router.get(f"{ADMIN}/keys/{{key_id}}", tags=["keys"], response_model=ApiKey)
 async def get_key(deps: DepsT, who: Caller, key_id: Id) -> Response:
-    return _object(await handlers.get_key(deps, who, key_id))
+    return _object(await handlers.get_item(deps, who, handlers.KEYS, key_id))
 
 
 @router.patch(f"{ADMIN}/keys/{{key_id}}", tags=["keys"], response_model=ApiKey)
@@ -340,12 +349,19 @@ async def list_aliases(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[Alias]:
-    return await handlers.list_aliases(deps, who, team_id, name, scope, limit, cursor)
+    return await handlers.list_items(
+        deps,
+        who,
+        handlers.ALIASES,
+        {"team_id": team_id, "name": name, "scope": scope},
+        limit,
+        cursor,
+    )
 
 
 @router.get(f"{ADMIN}/aliases/{{alias_id}}", tags=["aliases"], response_model=Alias)
 async def get_alias(deps: DepsT, who: Caller, alias_id: Id) -> Response:
-    return _object(await handlers.get_alias(deps, who, alias_id))
+    return _object(await handlers.get_item(deps, who, handlers.ALIASES, alias_id))
 
 
 @router.patch(f"{ADMIN}/aliases/{{alias_id}}", tags=["aliases"], response_model=Alias)
@@ -376,12 +392,19 @@ async def list_quotas(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[Quota]:
-    return await handlers.list_quotas(deps, who, team_id, scope, subject_id, limit, cursor)
+    return await handlers.list_items(
+        deps,
+        who,
+        handlers.QUOTAS,
+        {"team_id": team_id, "scope": scope, "subject_id": subject_id},
+        limit,
+        cursor,
+    )
 
 
 @router.get(f"{ADMIN}/quotas/{{quota_id}}", tags=["quotas"], response_model=Quota)
 async def get_quota(deps: DepsT, who: Caller, quota_id: Id) -> Response:
-    return _object(await handlers.get_quota(deps, who, quota_id))
+    return _object(await handlers.get_item(deps, who, handlers.QUOTAS, quota_id))
 
 
 @router.patch(f"{ADMIN}/quotas/{{quota_id}}", tags=["quotas"], response_model=Quota)
@@ -412,12 +435,14 @@ async def list_backends(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[Backend]:
-    return await handlers.list_backends(deps, who, name, kind, tag, limit, cursor)
+    return await handlers.list_items(
+        deps, who, handlers.BACKENDS, {"name": name, "kind": kind, "tag": tag}, limit, cursor
+    )
 
 
 @router.get(f"{ADMIN}/backends/{{backend_id}}", tags=["backends"], response_model=Backend)
 async def get_backend(deps: DepsT, who: Caller, backend_id: Id) -> Response:
-    return _object(await handlers.get_backend(deps, who, backend_id))
+    return _object(await handlers.get_item(deps, who, handlers.BACKENDS, backend_id))
 
 
 @router.patch(f"{ADMIN}/backends/{{backend_id}}", tags=["backends"], response_model=Backend)
@@ -437,12 +462,12 @@ async def delete_backend(deps: DepsT, who: Caller, backend_id: Id, if_match: IfM
 async def list_prices(
     deps: DepsT, who: Caller, model: Filter = None, limit: Limit = None, cursor: Cursor = None
 ) -> Page[Price]:
-    return await handlers.list_prices(deps, who, model, limit, cursor)
+    return await handlers.list_items(deps, who, handlers.PRICES, {"model": model}, limit, cursor)
 
 
 @router.get(f"{ADMIN}/prices/{{model:path}}", tags=["prices"], response_model=Price)
 async def get_price(deps: DepsT, who: Caller, model: Id) -> Response:
-    return _object(await handlers.get_price(deps, who, model))
+    return _object(await handlers.get_item(deps, who, handlers.PRICES, model))
 
 
 @router.put(f"{ADMIN}/prices/{{model:path}}", tags=["prices"], response_model=Price)
@@ -474,12 +499,14 @@ async def list_rules(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[RoutingRule]:
-    return await handlers.list_rules(deps, who, name, alias, limit, cursor)
+    return await handlers.list_items(
+        deps, who, handlers.RULES, {"name": name, "alias": alias}, limit, cursor
+    )
 
 
 @router.get(f"{ADMIN}/routing-rules/{{rule_id}}", tags=["routing"], response_model=RoutingRule)
 async def get_rule(deps: DepsT, who: Caller, rule_id: Id) -> Response:
-    return _object(await handlers.get_rule(deps, who, rule_id))
+    return _object(await handlers.get_item(deps, who, handlers.RULES, rule_id))
 
 
 @router.patch(f"{ADMIN}/routing-rules/{{rule_id}}", tags=["routing"], response_model=RoutingRule)
@@ -506,8 +533,18 @@ async def list_audit(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[AuditEntry]:
-    return await handlers.list_audit(
-        deps, who, team_id, target_type, target_id, since_version, limit, cursor
+    return await handlers.list_items(
+        deps,
+        who,
+        handlers.AUDIT,
+        {
+            "team_id": team_id,
+            "target_type": target_type,
+            "target_id": target_id,
+            "since_version": since_version,
+        },
+        limit,
+        cursor,
     )
 
 

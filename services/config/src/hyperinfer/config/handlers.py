@@ -6,13 +6,20 @@ caller's rights and the object's version, writes the object, takes the next conf
 version and writes the audit entry; then, after commit, the snapshot at that version
 is published before the caller gets its answer (bounded by ``publish_timeout_s``;
 a late publish is finished by the repair loop).
+
+That shape is written once: ``get_item`` and ``list_items`` for every kind, and
+``_create``, ``_update`` and ``_delete`` for the changes, each told what kind it works
+on by a ``Resource``. What differs per kind stays in that kind's function, in plain
+sight: who may do it, what must exist, what a value must satisfy (passed to the shared
+steps as a check that runs inside the transaction), and the changes that follow their
+own shape (a key's plaintext answered once on create and rotate, revoke, set a price).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -67,7 +74,12 @@ from pydantic import BaseModel
 
 log = get_logger(__name__)
 ItemT = TypeVar("ItemT", bound=BaseModel)
+ModelT = TypeVar("ModelT", bound=BaseModel, covariant=True)
 Publish = Callable[[int, list[str]], Awaitable[None]]
+Prepare = Callable[[Transaction], Awaitable[None]]
+"""A create's own checks, run in its transaction before the insert."""
+Check = Callable[[Transaction, Row], Awaitable[None]]
+"""A change's own checks of the stored object, run after the visibility and version checks."""
 
 
 @dataclass(frozen=True)
@@ -96,35 +108,67 @@ class Changed(Generic[ItemT]):
     published: bool
 
 
-MODELS: dict[str, type[BaseModel]] = {
-    "team": Team,
-    "user": User,
-    "key": ApiKey,
-    "alias": Alias,
-    "quota": Quota,
-    "backend": Backend,
-    "price": Price,
-    "rule": RoutingRule,
-    "audit": AuditEntry,
-}
+@dataclass(frozen=True)
+class Resource(Generic[ModelT]):
+    """One kind of governance object, as the shared steps see it."""
+
+    kind: str
+    """The store's kind, the audit log's ``target_type`` and the snapshot's changed kind."""
+    model: type[ModelT]
+    """What a stored row is answered as (``domain.public`` drops its secrets first)."""
+    id_prefix: str = ""
+    """Generated ids are ``<prefix>_<20 hex>``."""
+    key: str = "id"
+    """The column that names an object (a price is named by its ``model``)."""
+    prices: bool = False
+    """A change moves the snapshot's ``price_version``."""
+    numbered: bool = False
+    """Objects are numbered (the audit log): a cursor must name a number."""
+    where: Callable[[dict[str, Any]], dict[str, Any]] = dict
+    """Listing filters as the API names them → as the store names them."""
+
+    def item(self, row: Row) -> ModelT:
+        return self.model.model_validate(domain.public(self.kind, row))
+
+    def new_id(self) -> str:
+        return domain.new_id(self.id_prefix)
+
+
+def _alias_scope(filters: dict[str, Any]) -> dict[str, Any]:
+    """``scope=global``: aliases of no team; ``scope=team``: aliases of a team."""
+    scope = filters.pop("scope", None)
+    if scope == "global":
+        filters["global"] = True
+    elif scope == "team":
+        filters["team_only"] = True
+    return filters
+
+
+TEAMS = Resource("team", Team, "team")
+USERS = Resource("user", User, "usr")
+KEYS = Resource("key", ApiKey, "key")
+ALIASES = Resource("alias", Alias, "als", where=_alias_scope)
+QUOTAS = Resource("quota", Quota, "quo")
+BACKENDS = Resource("backend", Backend, "be")
+PRICES = Resource("price", Price, key="model", prices=True)
+RULES = Resource("rule", RoutingRule, "rr")
+AUDIT = Resource("audit", AuditEntry, numbered=True)
 
 
 # --- shared steps --------------------------------------------------------------------
-def _model(kind: str, row: Row) -> Any:
-    return MODELS[kind].model_validate(domain.public(kind, row))
-
-
 def _team_of(kind: str, row: Row) -> str | None:
     return str(row["id"]) if kind == "team" else row.get("team_id")
 
 
-async def _visible(
-    tx: Transaction, who: Principal, kind: str, key: str, *, lock: bool = True
+async def _locked(
+    tx: Transaction, who: Principal, res: Resource[Any], key: str, if_match: set[int] | None
 ) -> Row:
-    """The object, locked for the change; 404 when absent or not the caller's to see."""
-    row = await tx.get(kind, key, lock=lock)
-    if row is None or not domain.can_see(who, _team_of(kind, row)):
-        raise NotFound(f"no {kind} {key!r}")
+    """The object, locked for the change: 404 when absent or not the caller's to see, 412
+    when ``If-Match`` names another version."""
+    row = await tx.get(res.kind, key, lock=True)
+    if row is None or not domain.can_see(who, _team_of(res.kind, row)):
+        raise NotFound(f"no {res.kind} {key!r}")
+    domain.check_version(row["version"], if_match)
     return row
 
 
@@ -135,38 +179,44 @@ async def _existing(tx: Transaction, kind: str, key: str, field_name: str) -> Ro
     return row
 
 
+def _refuse_nulls(values: Row, *names: str) -> None:
+    """A ``*Patch`` may not clear these fields."""
+    if any(values.get(name, "") is None for name in names):
+        listed = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
+        raise InvalidField(f"{listed} cannot be null")
+
+
 async def _commit(
     tx: Transaction,
     who: Principal,
     action: str,
-    kind: str,
+    res: Resource[Any],
     before: Row | None,
     after: Row | None,
-    *,
-    prices: bool = False,
 ) -> int:
     row = after if after is not None else before
     assert row is not None
-    table_key = "model" if kind == "price" else "id"
     record = AuditRecord(
         actor=who.actor,
         actor_team_id=who.team_id,
-        action=f"{kind}.{action}",
-        target_type=kind,
-        target_id=str(row[table_key]),
-        team_id=_team_of(kind, row),
-        before=domain.public(kind, before),
-        after=domain.public(kind, after),
+        action=f"{res.kind}.{action}",
+        target_type=res.kind,
+        target_id=str(row[res.key]),
+        team_id=_team_of(res.kind, row),
+        before=domain.public(res.kind, before),
+        after=domain.public(res.kind, after),
     )
-    return await tx.commit_change(record, prices=prices)
+    return await tx.commit_change(record, prices=res.prices)
 
 
-async def _published(deps: Deps, kind: str, item: ItemT, version: int) -> Changed[ItemT]:
+async def _published(deps: Deps, res: Resource[Any], item: ItemT, version: int) -> Changed[ItemT]:
     """Publish the snapshot at ``version`` (bounded wait), then answer."""
-    target = getattr(item, "id", None) or getattr(item, "model", None)
-    log.info("config changed", extra={"kind": kind, "target": target, "config_version": version})
+    target = getattr(item, res.key, None)
+    log.info(
+        "config changed", extra={"kind": res.kind, "target": target, "config_version": version}
+    )
     try:
-        await asyncio.wait_for(deps.publish(version, [kind]), deps.publish_timeout_s)
+        await asyncio.wait_for(deps.publish(version, [res.kind]), deps.publish_timeout_s)
     except Exception as exc:
         log.warning(
             "config committed but not yet published; the repair loop will publish it",
@@ -177,40 +227,95 @@ async def _published(deps: Deps, kind: str, item: ItemT, version: int) -> Change
     return Changed(item, version, published=True)
 
 
-async def _page(
+async def _create(
     deps: Deps,
     who: Principal,
-    kind: str,
-    filters: dict[str, Any],
+    res: Resource[ItemT],
+    values: Row,
+    prepare: Prepare | None = None,
+    item_id: str | None = None,
+) -> Changed[ItemT]:
+    """Insert ``values`` as a new object (``item_id``, or a new id), audited and published."""
+    async with deps.store.transaction() as tx:
+        if prepare is not None:
+            await prepare(tx)
+        row = await tx.insert(res.kind, {"id": item_id or res.new_id(), **values})
+        version = await _commit(tx, who, "create", res, None, row)
+    return await _published(deps, res, res.item(row), version)
+
+
+async def _update(
+    deps: Deps,
+    who: Principal,
+    res: Resource[ItemT],
+    key: str,
+    values: Row,
+    if_match: set[int] | None,
+    check: Check | None = None,
+) -> Changed[ItemT]:
+    """Write ``values`` into the object, audited and published."""
+    async with deps.store.transaction() as tx:
+        before = await _locked(tx, who, res, key, if_match)
+        if check is not None:
+            await check(tx, before)
+        after = await tx.update(res.kind, key, values)
+        version = await _commit(tx, who, "update", res, before, after)
+    return await _published(deps, res, res.item(after), version)
+
+
+async def _delete(
+    deps: Deps,
+    who: Principal,
+    res: Resource[ItemT],
+    key: str,
+    if_match: set[int] | None,
+    check: Check | None = None,
+) -> Changed[ItemT]:
+    """Delete the object, audited and published; the answer is what was deleted."""
+    async with deps.store.transaction() as tx:
+        before = await _locked(tx, who, res, key, if_match)
+        if check is not None:
+            await check(tx, before)
+        await tx.delete(res.kind, key)
+        version = await _commit(tx, who, "delete", res, before, None)
+    return await _published(deps, res, res.item(before), version)
+
+
+async def list_items(
+    deps: Deps,
+    who: Principal,
+    res: Resource[Any],
+    filters: Mapping[str, Any],
     limit: int | None,
     cursor: str | None,
-    team_id: str | None = None,
 ) -> Page[Any]:
+    """A page of the objects the caller may see, filtered by equality; ``team_id`` asks
+    for exactly one team's objects (refused for another team's admin)."""
     size = min(limit or deps.page_size, deps.max_page_size)
-    wanted = {k: v for k, v in filters.items() if v is not None}
-    if team_id is not None:  # a filter: exactly this team's objects (refused for other teams)
-        wanted["team_id"] = domain.team_filter(who, team_id)
+    wanted = {k: v for k, v in res.where(dict(filters)).items() if v is not None}
+    if "team_id" in wanted:
+        wanted["team_id"] = domain.team_filter(who, wanted["team_id"])
     query = PageQuery(
         filters=wanted,
         team_id=None if who.is_platform_admin else who.team_id,  # what the caller may see
         limit=size + 1,
         after=domain.decode_cursor(cursor),
     )
-    if kind == "audit" and query.after is not None and not query.after.isdigit():
+    if res.numbered and query.after is not None and not query.after.isdigit():
         raise BadRequest("malformed cursor; pass next_cursor from the previous page")
-    rows, total = await deps.store.page(kind, query)
-    items = [_model(kind, r) for r in rows[:size]]
-    key = "model" if kind == "price" else "id"
+    rows, total = await deps.store.page(res.kind, query)
+    items = [res.item(r) for r in rows[:size]]
     more = len(rows) > size
-    next_cursor = domain.encode_cursor(str(rows[size - 1][key])) if more else None
+    next_cursor = domain.encode_cursor(str(rows[size - 1][res.key])) if more else None
     return Page[Any](items=items, total=total, limit=size, next_cursor=next_cursor)
 
 
-async def _get(deps: Deps, who: Principal, kind: str, key: str) -> Any:
-    row = await deps.store.get(kind, key)
-    if row is None or not domain.can_see(who, _team_of(kind, row)):
-        raise NotFound(f"no {kind} {key!r}")
-    return _model(kind, row)
+async def get_item(deps: Deps, who: Principal, res: Resource[ItemT], key: str) -> ItemT:
+    """The object; 404 when absent or not the caller's to see."""
+    row = await deps.store.get(res.kind, key)
+    if row is None or not domain.can_see(who, _team_of(res.kind, row)):
+        raise NotFound(f"no {res.kind} {key!r}")
+    return res.item(row)
 
 
 # --- who is calling ------------------------------------------------------------------
@@ -254,22 +359,7 @@ def whoami(who: Principal) -> WhoAmI:
 # --- teams ---------------------------------------------------------------------------
 async def create_team(deps: Deps, who: Principal, body: TeamCreate) -> Changed[Team]:
     domain.require_platform_admin(who, "create teams")
-    values = body.model_dump(exclude={"id"})
-    async with deps.store.transaction() as tx:
-        row = await tx.insert("team", {"id": body.id or domain.new_id("team"), **values})
-        version = await _commit(tx, who, "create", "team", None, row)
-    return await _published(deps, "team", Team.model_validate(row), version)
-
-
-async def list_teams(
-    deps: Deps, who: Principal, name: str | None, limit: int | None, cursor: str | None
-) -> Page[Any]:
-    return await _page(deps, who, "team", {"name": name}, limit, cursor)
-
-
-async def get_team(deps: Deps, who: Principal, team_id: str) -> Team:
-    item: Team = await _get(deps, who, "team", team_id)
-    return item
+    return await _create(deps, who, TEAMS, body.model_dump(exclude={"id"}), item_id=body.id)
 
 
 async def update_team(
@@ -277,28 +367,20 @@ async def update_team(
 ) -> Changed[Team]:
     domain.require_platform_admin(who, "change teams")
     values = domain.changes(body)
-    if values.get("name", "") is None or values.get("failure_policy", "") is None:
-        raise InvalidField("name and failure_policy cannot be null")
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "team", team_id)
-        domain.check_version(before["version"], if_match)
-        after = await tx.update("team", team_id, values)
-        version = await _commit(tx, who, "update", "team", before, after)
-    return await _published(deps, "team", Team.model_validate(after), version)
+    _refuse_nulls(values, "name", "failure_policy")
+    return await _update(deps, who, TEAMS, team_id, values, if_match)
 
 
 async def delete_team(
     deps: Deps, who: Principal, team_id: str, if_match: set[int] | None
 ) -> Changed[Team]:
     domain.require_platform_admin(who, "delete teams")
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "team", team_id)
-        domain.check_version(before["version"], if_match)
+
+    async def no_active_keys(tx: Transaction, team: Row) -> None:
         if await tx.find("key", team_id=team_id, active=True):
             raise Conflict(f"team {team_id!r} still has active keys; revoke them first")
-        await tx.delete("team", team_id)
-        version = await _commit(tx, who, "delete", "team", before, None)
-    return await _published(deps, "team", Team.model_validate(before), version)
+
+    return await _delete(deps, who, TEAMS, team_id, if_match, no_active_keys)
 
 
 # --- users ---------------------------------------------------------------------------
@@ -306,60 +388,36 @@ async def create_user(deps: Deps, who: Principal, body: UserCreate) -> Changed[U
     domain.validate_user(body.role, body.team_id)
     domain.require_role_grant(who, body.role)
     domain.require_team(who, body.team_id, "create users in")
-    async with deps.store.transaction() as tx:
+
+    async def team_exists(tx: Transaction) -> None:
         if body.team_id is not None:
             await _existing(tx, "team", body.team_id, "team_id")
-        row = await tx.insert("user", {"id": domain.new_id("usr"), **body.model_dump()})
-        version = await _commit(tx, who, "create", "user", None, row)
-    return await _published(deps, "user", User.model_validate(row), version)
 
-
-async def list_users(
-    deps: Deps,
-    who: Principal,
-    team_id: str | None,
-    email: str | None,
-    role: str | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Page[Any]:
-    filters = {"email": email, "role": role}
-    return await _page(deps, who, "user", filters, limit, cursor, team_id)
-
-
-async def get_user(deps: Deps, who: Principal, user_id: str) -> User:
-    item: User = await _get(deps, who, "user", user_id)
-    return item
+    return await _create(deps, who, USERS, body.model_dump(), team_exists)
 
 
 async def update_user(
     deps: Deps, who: Principal, user_id: str, body: UserPatch, if_match: set[int] | None
 ) -> Changed[User]:
     values = domain.changes(body)
-    if any(values.get(name, "") is None for name in ("email", "role")):
-        raise InvalidField("email and role cannot be null")
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "user", user_id)
-        domain.check_version(before["version"], if_match)
-        _may_manage_user(who, before)
-        role = str(values.get("role", before["role"]))
+    _refuse_nulls(values, "email", "role")
+
+    async def may_grant(tx: Transaction, user: Row) -> None:
+        _may_manage_user(who, user)
+        role = str(values.get("role", user["role"]))
         domain.require_role_grant(who, role)
-        domain.validate_user(role, before["team_id"])
-        after = await tx.update("user", user_id, values)
-        version = await _commit(tx, who, "update", "user", before, after)
-    return await _published(deps, "user", User.model_validate(after), version)
+        domain.validate_user(role, user["team_id"])
+
+    return await _update(deps, who, USERS, user_id, values, if_match, may_grant)
 
 
 async def delete_user(
     deps: Deps, who: Principal, user_id: str, if_match: set[int] | None
 ) -> Changed[User]:
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "user", user_id)
-        domain.check_version(before["version"], if_match)
-        _may_manage_user(who, before)
-        await tx.delete("user", user_id)
-        version = await _commit(tx, who, "delete", "user", before, None)
-    return await _published(deps, "user", User.model_validate(before), version)
+    async def may_manage(tx: Transaction, user: Row) -> None:
+        _may_manage_user(who, user)
+
+    return await _delete(deps, who, USERS, user_id, if_match, may_manage)
 
 
 def _may_manage_user(who: Principal, user: Row) -> None:
@@ -370,6 +428,7 @@ def _may_manage_user(who: Principal, user: Row) -> None:
 
 # --- API keys ------------------------------------------------------------------------
 async def create_key(deps: Deps, who: Principal, body: KeyCreate) -> Changed[KeyCreated]:
+    """A new key; its plaintext is in this answer and nowhere else, ever."""
     domain.require_team(who, body.team_id, "create keys for")
     domain.validate_expiry(body.expires_at, deps.clock())
     plaintext = generate_api_key()
@@ -380,15 +439,15 @@ async def create_key(deps: Deps, who: Principal, body: KeyCreate) -> Changed[Key
         row = await tx.insert(
             "key",
             {
-                "id": domain.new_id("key"),
+                "id": KEYS.new_id(),
                 "key_hash": hash_api_key(plaintext, deps.key_hash_salt),
                 "key_prefix": key_hint(plaintext),
                 **body.model_dump(),
             },
         )
-        version = await _commit(tx, who, "create", "key", None, row)
+        version = await _commit(tx, who, "create", KEYS, None, row)
     item = KeyCreated(**domain.public_key(row), key=plaintext)
-    return await _published(deps, "key", item, version)
+    return await _published(deps, KEYS, item, version)
 
 
 async def _key_owner(tx: Transaction, who: Principal, user_id: str, team_id: str) -> None:
@@ -399,23 +458,10 @@ async def _key_owner(tx: Transaction, who: Principal, user_id: str, team_id: str
         domain.require_platform_admin(who, "create keys for admin users")
 
 
-async def list_keys(
-    deps: Deps,
-    who: Principal,
-    team_id: str | None,
-    user_id: str | None,
-    name: str | None,
-    active: bool | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Page[Any]:
-    filters = {"user_id": user_id, "name": name, "active": active}
-    return await _page(deps, who, "key", filters, limit, cursor, team_id)
-
-
-async def get_key(deps: Deps, who: Principal, key_id: str) -> ApiKey:
-    item: ApiKey = await _get(deps, who, "key", key_id)
-    return item
+def _changeable_key(who: Principal, key: Row, what: str) -> None:
+    domain.require_team(who, key["team_id"], what)
+    if key["revoked_at"] is not None:
+        raise Conflict(f"key {key['id']!r} is revoked; create a new one")
 
 
 async def lookup_key(deps: Deps, who: Principal, body: KeyLookup) -> ApiKey:
@@ -430,19 +476,14 @@ async def update_key(
     deps: Deps, who: Principal, key_id: str, body: KeyPatch, if_match: set[int] | None
 ) -> Changed[ApiKey]:
     values = domain.changes(body)
-    if any(values.get(name, "") is None for name in ("name", "scopes", "active")):
-        raise InvalidField("name, scopes and active cannot be null")
+    _refuse_nulls(values, "name", "scopes", "active")
     if "expires_at" in values:
         domain.validate_expiry(values["expires_at"], deps.clock())
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "key", key_id)
-        domain.check_version(before["version"], if_match)
-        domain.require_team(who, before["team_id"], "change keys of")
-        if before["revoked_at"] is not None:
-            raise Conflict(f"key {key_id!r} is revoked; create a new one")
-        after = await tx.update("key", key_id, values)
-        version = await _commit(tx, who, "update", "key", before, after)
-    return await _published(deps, "key", _model("key", after), version)
+
+    async def changeable(tx: Transaction, key: Row) -> None:
+        _changeable_key(who, key, "change keys of")
+
+    return await _update(deps, who, KEYS, key_id, values, if_match, changeable)
 
 
 async def rotate_key(
@@ -451,20 +492,17 @@ async def rotate_key(
     """A new plaintext for the same key id; the old plaintext stops working."""
     plaintext = generate_api_key()
     async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "key", key_id)
-        domain.check_version(before["version"], if_match)
-        domain.require_team(who, before["team_id"], "rotate keys of")
-        if before["revoked_at"] is not None:
-            raise Conflict(f"key {key_id!r} is revoked; create a new one")
+        before = await _locked(tx, who, KEYS, key_id, if_match)
+        _changeable_key(who, before, "rotate keys of")
         values = {
             "key_hash": hash_api_key(plaintext, deps.key_hash_salt),
             "key_prefix": key_hint(plaintext),
             "rotated_at": deps.clock(),
         }
         after = await tx.update("key", key_id, values)
-        version = await _commit(tx, who, "rotate", "key", before, after)
+        version = await _commit(tx, who, "rotate", KEYS, before, after)
     item = KeyCreated(**domain.public_key(after), key=plaintext)
-    return await _published(deps, "key", item, version)
+    return await _published(deps, KEYS, item, version)
 
 
 async def revoke_key(
@@ -472,27 +510,26 @@ async def revoke_key(
 ) -> Changed[ApiKey]:
     """Permanently disable a key (revoking a revoked key changes nothing)."""
     async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "key", key_id)
-        domain.check_version(before["version"], if_match)
+        before = await _locked(tx, who, KEYS, key_id, if_match)
         domain.require_team(who, before["team_id"], "revoke keys of")
         if before["revoked_at"] is not None:
-            return Changed(_model("key", before), None, published=True)
+            return Changed(KEYS.item(before), None, published=True)
         after = await tx.update("key", key_id, {"active": False, "revoked_at": deps.clock()})
-        version = await _commit(tx, who, "revoke", "key", before, after)
-    return await _published(deps, "key", _model("key", after), version)
+        version = await _commit(tx, who, "revoke", KEYS, before, after)
+    return await _published(deps, KEYS, KEYS.item(after), version)
 
 
 # --- model aliases -------------------------------------------------------------------
 async def create_alias(deps: Deps, who: Principal, body: AliasCreate) -> Changed[Alias]:
     domain.require_team(who, body.team_id, "create aliases in")
-    row = body.model_dump()
-    async with deps.store.transaction() as tx:
+    values = body.model_dump()
+
+    async def team_and_targets_exist(tx: Transaction) -> None:
         if body.team_id is not None:
             await _existing(tx, "team", body.team_id, "team_id")
-        await _check_targets(tx, row["targets"])
-        row = await tx.insert("alias", {"id": domain.new_id("als"), **row})
-        version = await _commit(tx, who, "create", "alias", None, row)
-    return await _published(deps, "alias", Alias.model_validate(row), version)
+        await _check_targets(tx, values["targets"])
+
+    return await _create(deps, who, ALIASES, values, team_and_targets_exist)
 
 
 async def _check_targets(tx: Transaction, targets: list[dict[str, str]]) -> None:
@@ -500,56 +537,31 @@ async def _check_targets(tx: Transaction, targets: list[dict[str, str]]) -> None
     domain.validate_targets(targets, backends)
 
 
-async def list_aliases(
-    deps: Deps,
-    who: Principal,
-    team_id: str | None,
-    name: str | None,
-    scope: str | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Page[Any]:
-    filters: dict[str, Any] = {"name": name}
-    if scope == "global":
-        filters["global"] = True
-    elif scope == "team":
-        filters["team_only"] = True
-    return await _page(deps, who, "alias", filters, limit, cursor, team_id)
-
-
-async def get_alias(deps: Deps, who: Principal, alias_id: str) -> Alias:
-    item: Alias = await _get(deps, who, "alias", alias_id)
-    return item
-
-
 async def update_alias(
     deps: Deps, who: Principal, alias_id: str, body: AliasPatch, if_match: set[int] | None
 ) -> Changed[Alias]:
     values = domain.changes(body)
-    if any(values.get(name, "") is None for name in ("name", "targets")):
-        raise InvalidField("name and targets cannot be null")
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "alias", alias_id)
-        domain.check_version(before["version"], if_match)
-        domain.require_team(who, before["team_id"], "change aliases of")
+    _refuse_nulls(values, "name", "targets")
+    if "targets" in values:
+        values["targets"] = [t.model_dump() for t in body.targets or []]
+
+    async def own_alias_and_targets_exist(tx: Transaction, alias: Row) -> None:
+        domain.require_team(who, alias["team_id"], "change aliases of")
         if "targets" in values:
-            values["targets"] = [t.model_dump() for t in body.targets or []]
             await _check_targets(tx, values["targets"])
-        after = await tx.update("alias", alias_id, values)
-        version = await _commit(tx, who, "update", "alias", before, after)
-    return await _published(deps, "alias", Alias.model_validate(after), version)
+
+    return await _update(
+        deps, who, ALIASES, alias_id, values, if_match, own_alias_and_targets_exist
+    )
 
 
 async def delete_alias(
     deps: Deps, who: Principal, alias_id: str, if_match: set[int] | None
 ) -> Changed[Alias]:
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "alias", alias_id)
-        domain.check_version(before["version"], if_match)
-        domain.require_team(who, before["team_id"], "delete aliases of")
-        await tx.delete("alias", alias_id)
-        version = await _commit(tx, who, "delete", "alias", before, None)
-    return await _published(deps, "alias", Alias.model_validate(before), version)
+    async def own_alias(tx: Transaction, alias: Row) -> None:
+        domain.require_team(who, alias["team_id"], "delete aliases of")
+
+    return await _delete(deps, who, ALIASES, alias_id, if_match, own_alias)
 
 
 # --- quotas --------------------------------------------------------------------------
@@ -558,14 +570,14 @@ QUOTA_DEFAULTS = {"grace_micros": 0, "budget_period": "monthly"}
 
 async def create_quota(deps: Deps, who: Principal, body: QuotaCreate) -> Changed[Quota]:
     values = {k: v for k, v in body.model_dump().items() if v is not None}
-    async with deps.store.transaction() as tx:
+
+    async def subject_in_callers_team(tx: Transaction) -> None:
         team_id = await _quota_team(tx, who, body.scope, body.subject_id)
         domain.require_quota_write(who, body.scope, team_id)
         domain.validate_quota(values)
-        row = {"id": domain.new_id("quo"), "team_id": team_id, **values}
-        row = await tx.insert("quota", row)
-        version = await _commit(tx, who, "create", "quota", None, row)
-    return await _published(deps, "quota", Quota.model_validate(row), version)
+        values["team_id"] = team_id  # the quota belongs to its subject's team
+
+    return await _create(deps, who, QUOTAS, values, subject_in_callers_team)
 
 
 async def _quota_team(tx: Transaction, who: Principal, scope: str, subject_id: str) -> str:
@@ -577,24 +589,6 @@ async def _quota_team(tx: Transaction, who: Principal, scope: str, subject_id: s
     return str(_team_of(kind, subject))
 
 
-async def list_quotas(
-    deps: Deps,
-    who: Principal,
-    team_id: str | None,
-    scope: str | None,
-    subject_id: str | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Page[Any]:
-    filters = {"scope": scope, "subject_id": subject_id}
-    return await _page(deps, who, "quota", filters, limit, cursor, team_id)
-
-
-async def get_quota(deps: Deps, who: Principal, quota_id: str) -> Quota:
-    item: Quota = await _get(deps, who, "quota", quota_id)
-    return item
-
-
 async def update_quota(
     deps: Deps, who: Principal, quota_id: str, body: QuotaPatch, if_match: set[int] | None
 ) -> Changed[Quota]:
@@ -602,63 +596,39 @@ async def update_quota(
     for name, default in QUOTA_DEFAULTS.items():
         if name in values and values[name] is None:
             values[name] = default
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "quota", quota_id)
-        domain.check_version(before["version"], if_match)
-        domain.require_quota_write(who, before["scope"], before["team_id"])
-        domain.validate_quota({**before, **values})
-        after = await tx.update("quota", quota_id, values)
-        version = await _commit(tx, who, "update", "quota", before, after)
-    return await _published(deps, "quota", Quota.model_validate(after), version)
+
+    async def writable_and_valid(tx: Transaction, quota: Row) -> None:
+        domain.require_quota_write(who, quota["scope"], quota["team_id"])
+        domain.validate_quota({**quota, **values})
+
+    return await _update(deps, who, QUOTAS, quota_id, values, if_match, writable_and_valid)
 
 
 async def delete_quota(
     deps: Deps, who: Principal, quota_id: str, if_match: set[int] | None
 ) -> Changed[Quota]:
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "quota", quota_id)
-        domain.check_version(before["version"], if_match)
-        domain.require_quota_write(who, before["scope"], before["team_id"])
-        await tx.delete("quota", quota_id)
-        version = await _commit(tx, who, "delete", "quota", before, None)
-    return await _published(deps, "quota", Quota.model_validate(before), version)
+    async def writable(tx: Transaction, quota: Row) -> None:
+        domain.require_quota_write(who, quota["scope"], quota["team_id"])
+
+    return await _delete(deps, who, QUOTAS, quota_id, if_match, writable)
 
 
 # --- backends ------------------------------------------------------------------------
 async def create_backend(deps: Deps, who: Principal, body: BackendCreate) -> Changed[Backend]:
+    """Credentials are write-only: sealed here, never answered (``has_credentials``)."""
     domain.require_platform_admin(who, "create backends")
     domain.validate_backend(body.kind, body.base_url)
-    backend_id = body.id or domain.new_id("be")
+    backend_id = body.id or BACKENDS.new_id()
     values = body.model_dump(exclude={"id", "credentials"})
     if body.credentials is not None:
         values["credentials_ciphertext"] = deps.cipher.encrypt(backend_id, body.credentials)
-    async with deps.store.transaction() as tx:
-        row = await tx.insert("backend", {"id": backend_id, **values})
-        version = await _commit(tx, who, "create", "backend", None, row)
-    return await _published(deps, "backend", _model("backend", row), version)
-
-
-async def list_backends(
-    deps: Deps,
-    who: Principal,
-    name: str | None,
-    kind: str | None,
-    tag: str | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Page[Any]:
-    filters = {"name": name, "kind": kind, "tag": tag}
-    return await _page(deps, who, "backend", filters, limit, cursor)
-
-
-async def get_backend(deps: Deps, who: Principal, backend_id: str) -> Backend:
-    item: Backend = await _get(deps, who, "backend", backend_id)
-    return item
+    return await _create(deps, who, BACKENDS, values, item_id=backend_id)
 
 
 async def update_backend(
     deps: Deps, who: Principal, backend_id: str, body: BackendPatch, if_match: set[int] | None
 ) -> Changed[Backend]:
+    """``credentials`` replaces the sealed credentials; null removes them."""
     domain.require_platform_admin(who, "change backends")
     values = domain.changes(body)
     nullable = ("credentials",)
@@ -668,35 +638,32 @@ async def update_backend(
         creds = values.pop("credentials")
         sealed = None if creds is None else deps.cipher.encrypt(backend_id, creds)
         values["credentials_ciphertext"] = sealed
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "backend", backend_id)
-        domain.check_version(before["version"], if_match)
-        merged = {**before, **values}
+
+    async def still_valid(tx: Transaction, backend: Row) -> None:
+        merged = {**backend, **values}
         domain.validate_backend(merged["kind"], merged["base_url"])
-        after = await tx.update("backend", backend_id, values)
-        version = await _commit(tx, who, "update", "backend", before, after)
-    return await _published(deps, "backend", _model("backend", after), version)
+
+    return await _update(deps, who, BACKENDS, backend_id, values, if_match, still_valid)
 
 
 async def delete_backend(
     deps: Deps, who: Principal, backend_id: str, if_match: set[int] | None
 ) -> Changed[Backend]:
     domain.require_platform_admin(who, "delete backends")
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "backend", backend_id)
-        domain.check_version(before["version"], if_match)
+
+    async def no_alias_targets_it(tx: Transaction, backend: Row) -> None:
         users = await tx.aliases_using(backend_id)
         if users:
             raise Conflict(f"backend {backend_id!r} is a target of aliases {', '.join(users)}")
-        await tx.delete("backend", backend_id)
-        version = await _commit(tx, who, "delete", "backend", before, None)
-    return await _published(deps, "backend", _model("backend", before), version)
+
+    return await _delete(deps, who, BACKENDS, backend_id, if_match, no_alias_targets_it)
 
 
 # --- model prices --------------------------------------------------------------------
 async def set_price(
     deps: Deps, who: Principal, model: str, body: PriceSet, if_match: set[int] | None
 ) -> Changed[Price]:
+    """Create or replace a model's price (``If-Match: "0"``: only if it has none yet)."""
     domain.require_platform_admin(who, "set prices")
     if not 0 < len(model) <= 200:
         raise InvalidField("model must have 1 to 200 characters", field="model")
@@ -709,56 +676,21 @@ async def set_price(
         else:
             domain.check_version(before["version"], if_match)
             after = await tx.update("price", model, body.model_dump())
-        version = await _commit(tx, who, "set", "price", before, after, prices=True)
-    return await _published(deps, "price", Price.model_validate(after), version)
-
-
-async def list_prices(
-    deps: Deps, who: Principal, model: str | None, limit: int | None, cursor: str | None
-) -> Page[Any]:
-    return await _page(deps, who, "price", {"model": model}, limit, cursor)
-
-
-async def get_price(deps: Deps, who: Principal, model: str) -> Price:
-    item: Price = await _get(deps, who, "price", model)
-    return item
+        version = await _commit(tx, who, "set", PRICES, before, after)
+    return await _published(deps, PRICES, PRICES.item(after), version)
 
 
 async def delete_price(
     deps: Deps, who: Principal, model: str, if_match: set[int] | None
 ) -> Changed[Price]:
     domain.require_platform_admin(who, "delete prices")
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "price", model)
-        domain.check_version(before["version"], if_match)
-        await tx.delete("price", model)
-        version = await _commit(tx, who, "delete", "price", before, None, prices=True)
-    return await _published(deps, "price", Price.model_validate(before), version)
+    return await _delete(deps, who, PRICES, model, if_match)
 
 
 # --- routing rules -------------------------------------------------------------------
 async def create_rule(deps: Deps, who: Principal, body: RuleCreate) -> Changed[RoutingRule]:
     domain.require_platform_admin(who, "create routing rules")
-    async with deps.store.transaction() as tx:
-        row = await tx.insert("rule", {"id": domain.new_id("rr"), **body.model_dump()})
-        version = await _commit(tx, who, "create", "rule", None, row)
-    return await _published(deps, "rule", RoutingRule.model_validate(row), version)
-
-
-async def list_rules(
-    deps: Deps,
-    who: Principal,
-    name: str | None,
-    alias: str | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Page[Any]:
-    return await _page(deps, who, "rule", {"name": name, "alias": alias}, limit, cursor)
-
-
-async def get_rule(deps: Deps, who: Principal, rule_id: str) -> RoutingRule:
-    item: RoutingRule = await _get(deps, who, "rule", rule_id)
-    return item
+    return await _create(deps, who, RULES, body.model_dump())
 
 
 async def update_rule(
@@ -766,43 +698,18 @@ async def update_rule(
 ) -> Changed[RoutingRule]:
     domain.require_platform_admin(who, "change routing rules")
     values = domain.changes(body)
-    if any(values.get(n, "") is None for n in ("name", "strategy", "weights")):
-        raise InvalidField("name, strategy and weights cannot be null")
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "rule", rule_id)
-        domain.check_version(before["version"], if_match)
-        after = await tx.update("rule", rule_id, values)
-        version = await _commit(tx, who, "update", "rule", before, after)
-    return await _published(deps, "rule", RoutingRule.model_validate(after), version)
+    _refuse_nulls(values, "name", "strategy", "weights")
+    return await _update(deps, who, RULES, rule_id, values, if_match)
 
 
 async def delete_rule(
     deps: Deps, who: Principal, rule_id: str, if_match: set[int] | None
 ) -> Changed[RoutingRule]:
     domain.require_platform_admin(who, "delete routing rules")
-    async with deps.store.transaction() as tx:
-        before = await _visible(tx, who, "rule", rule_id)
-        domain.check_version(before["version"], if_match)
-        await tx.delete("rule", rule_id)
-        version = await _commit(tx, who, "delete", "rule", before, None)
-    return await _published(deps, "rule", RoutingRule.model_validate(before), version)
+    return await _delete(deps, who, RULES, rule_id, if_match)
 
 
-# --- audit log and config ------------------------------------------------------------
-async def list_audit(
-    deps: Deps,
-    who: Principal,
-    team_id: str | None,
-    target_type: str | None,
-    target_id: str | None,
-    since_version: int | None,
-    limit: int | None,
-    cursor: str | None,
-) -> Page[Any]:
-    filters = {"target_type": target_type, "target_id": target_id, "since_version": since_version}
-    return await _page(deps, who, "audit", filters, limit, cursor, team_id)
-
-
+# --- config --------------------------------------------------------------------------
 async def config_snapshot(deps: Deps) -> ConfigSnapshot:
     """The snapshot at the current version, built from PostgreSQL."""
     state = await deps.store.read_state()

@@ -89,10 +89,10 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.idle_since = 0.0
         self.label = "the upstream"
+        self.parser = httptools.HttpResponseParser(self)  # llhttp restarts after each message
         self._reset()
 
     def _reset(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
         self.headers_done = False

@@ -42,8 +42,10 @@ from hyperinfer.client.providers.base import Provider, Upstream
 from hyperinfer.client.quota import QuotaLimiter, Reservation
 from hyperinfer.client.resilience import Breakers, CircuitBreaker, RetryPolicy
 from hyperinfer.client.routing_table import RoutingTableAgent
+from hyperinfer.client.spans import PlaneSpans
 from hyperinfer.client.tokens import estimate_input_tokens, estimate_prompt_tokens
 from hyperinfer.client.usage import Api, Origin, UsageDraft, UsageRecorder
+from opentelemetry import trace
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -120,6 +122,7 @@ class DataPlane:
         cache: ResponseCacheHook | None = None,
         cache_key: CacheKey | None = None,
         options: DataPlaneOptions | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.config = config
         self.routing = routing
@@ -132,6 +135,8 @@ class DataPlane:
         self.options = options or DataPlaneOptions()
         self.breakers = Breakers(self.options.breaker_failures, self.options.breaker_open_s)
         self.observers: list[Observer] = []
+        self.spans = PlaneSpans(tracer) if tracer is not None else None
+        """Spans (quota, upstream attempts, usage event) only when given a tracer."""
         self.index = GovernanceIndex.build(config.snapshot, None, cipher)
         config.on_change(lambda _: self.rebuild())
         if routing is not None:
@@ -311,7 +316,7 @@ class DataPlane:
             reserved_cost_micros=reserved_cost,
             traceparent=traceparent,
         )
-        reservation = await self.limiter.reserve(
+        reserve = self.limiter.reserve(
             request_id=draft.request_id,
             team_id=caller.team_id,
             key_id=caller.key_id,
@@ -319,6 +324,11 @@ class DataPlane:
             cost_micros=reserved_cost,
             limits=index.limits(caller),
         )
+        if self.spans is None:
+            reservation = await reserve
+        else:
+            with self.spans.quota():
+                reservation = await reserve
         draft.reservation = reservation
         return draft, reservation
 
@@ -341,7 +351,7 @@ class DataPlane:
                     tried += 1
                     self._mark(draft, candidate, tried, position)
                     try:
-                        result = await self._call_one(candidate, call)
+                        result = await self._call_one(candidate, call, draft)
                     except UpstreamError as exc:
                         last = exc
                         if not exc.retryable:
@@ -375,7 +385,10 @@ class DataPlane:
             raise
 
     async def _call_one(
-        self, candidate: Candidate, call: Callable[[Provider, Upstream], Awaitable[T]]
+        self,
+        candidate: Candidate,
+        call: Callable[[Provider, Upstream], Awaitable[T]],
+        draft: UsageDraft,
     ) -> T:
         if candidate.credentials_error is not None:
             raise UpstreamError(
@@ -384,7 +397,19 @@ class DataPlane:
                 code="upstream_credentials",
             )
         provider = self.providers.get(candidate.backend.kind)
-        return await call(provider, candidate.upstream)
+        if self.spans is None:
+            return await call(provider, candidate.upstream)
+        operation = "embeddings" if draft.api == "embeddings" else "chat"
+        backend = candidate.backend
+        with self.spans.upstream(
+            operation,
+            backend.kind,
+            candidate.upstream.model,
+            backend.base_url,
+            backend.id,
+            draft.attempts,
+        ):
+            return await call(provider, candidate.upstream)
 
     @staticmethod
     def _mark(draft: UsageDraft, candidate: Candidate, tried: int, position: int) -> None:
@@ -407,6 +432,8 @@ class DataPlane:
             draft.price = (
                 self.index.price(draft.model, draft.alias) if not draft.cache_hit else None
             )
+        if self.spans is not None:
+            self.spans.usage(draft)  # its traceparent goes in the usage event
         self.recorder.record(draft)
         for observer in self.observers:
             observer(draft)

@@ -40,6 +40,7 @@ from hyperinfer.contracts import names
 from hyperinfer.contracts.config.v1 import ModelPrice
 from hyperinfer.contracts.envelope import new_event_id
 from hyperinfer.contracts.usage.v1 import EVENT_RECORDED, UsageRecorded
+from opentelemetry import trace
 from redis.exceptions import NoScriptError, RedisError
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class UsageDraft:
     cache_hit: bool = False
     finished_at: float = 0.0
     traceparent: str | None = None
+    span: Any = None
+    """The event's PRODUCER span when tracing is on (``spans.PlaneSpans.usage``); the
+    recorder ends it once the event is in Redis."""
 
     def finish(self) -> tuple[int, int, bool]:
         """(prompt, completion, estimated) tokens: the upstream's, or counted."""
@@ -282,7 +286,10 @@ class UsageRecorder:
                 if settle is not None:
                     commands.append(settle)
             commands.append(self._xadd_command(data, draft.traceparent))
-        await self._send(commands, batch[0].request_id)
+        lost = await self._send(commands, batch[0].request_id)
+        for draft in batch:
+            if draft.span is not None:
+                _end_span(draft.span, lost)
 
     def _xadd_command(self, data: dict[str, Any], traceparent: str | None) -> Command:
         envelope = envelope_json(data, self._source, traceparent)
@@ -291,7 +298,7 @@ class UsageRecorder:
             fields += (b"traceparent", traceparent)
         return self._xadd + fields
 
-    async def _send(self, commands: list[Command], first_request: str) -> None:
+    async def _send(self, commands: list[Command], first_request: str) -> int:
         """Send, then resend what failed (``attempts`` writes in all); count what never went."""
         pending, delay = commands, 0.05
         error: BaseException | None = None
@@ -309,9 +316,10 @@ class UsageRecorder:
                 break
         if pending:
             self._count_lost(pending, error, first_request)
-        events = sum(c[0] == b"XADD" for c in commands) - sum(c[0] == b"XADD" for c in pending)
-        self.stats.emitted += events
+        lost = _events(pending)
+        self.stats.emitted += _events(commands) - lost
         self.stats.batches += 1
+        return lost
 
     def _refused(
         self, commands: Sequence[Command], replies: Sequence[Any]
@@ -330,11 +338,12 @@ class UsageRecorder:
     def _count_lost(
         self, commands: Sequence[Command], error: BaseException | None, first_request: str
     ) -> None:
-        events = sum(c[0] == b"XADD" for c in commands)
+        events = _events(commands)
         self.stats.settle_failed += len(commands) - events
         self._failed(events, error or RedisError("NOSCRIPT after EVAL"), first_request)
 
     def _failed(self, events: int, exc: BaseException, first_request: str) -> None:
+        """Count and log events that never reached Redis."""
         self.stats.failed += events
         self.stats.last_error = f"{type(exc).__name__}: {exc}"[:300]
         log.error(
@@ -343,3 +352,16 @@ class UsageRecorder:
             self.stats.last_error,
             first_request,
         )
+
+
+def _events(commands: Sequence[Command]) -> int:
+    """How many of ``commands`` are usage events (the rest are settles)."""
+    return sum(1 for c in commands if c[0] == b"XADD")
+
+
+def _end_span(span: Any, lost: int) -> None:
+    if lost:
+        span.set_status(
+            trace.Status(trace.StatusCode.ERROR, "usage events of this batch were lost")
+        )
+    span.end()

@@ -7,6 +7,12 @@ body read (size-limited), one ``orjson.loads``, the data plane (one awaited Redi
 call), and one ``orjson.dumps``. Everything else (health, metrics, docs) falls through
 to the FastAPI app. Their OpenAPI description lives in ``openapi.py``.
 
+Tracing (when ``create_app`` is given a tracer: ``HYPERINFER_INGRESS_TRACING``): a SERVER
+span per request, continuing an incoming ``traceparent``; the data plane adds its quota,
+upstream-attempt and usage-event spans under it (``hyperinfer.client.spans``). Without
+a tracer no span is made and the incoming ``traceparent`` is passed to the usage event
+as is.
+
 Streams are SSE: OpenAI ``data: {chunk}`` events ending with ``data: [DONE]``, or
 Anthropic's event sequence on ``/v1/messages``. A failure after the first byte ends
 the stream with an explicit error event and no ``[DONE]``/``message_stop``. A client
@@ -40,6 +46,8 @@ from hyperinfer.client.errors import (
 )
 from hyperinfer.ingress.errors import InternalError, anthropic_body, anthropic_error, openai_body
 from hyperinfer.ingress.metrics import IngressMetrics
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
@@ -130,8 +138,10 @@ class HotRoutes:
         *,
         max_body_bytes: int,
         cache_ttl: CacheTtl | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.app = app
+        self.tracer = tracer
         self.plane = plane
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -163,6 +173,48 @@ class HotRoutes:
         handler: Handler,
     ) -> None:
         exchange = Exchange.of(scope)
+        if self.tracer is None:
+            await self._handle(scope, receive, send, api, anthropic, handler, exchange)
+            return
+        span = self.tracer.start_span(
+            f"{scope['method']} {route_of(scope)}",
+            context=_parent(exchange.traceparent),
+            kind=trace.SpanKind.SERVER,
+            attributes={
+                "http.request.method": scope["method"],
+                "http.route": route_of(scope),
+                "url.path": scope["path"],
+                "hyperinfer.request_id": exchange.request_id,
+            },
+        )
+        status = 0
+
+        async def send_traced(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            await self._handle(scope, receive, send_traced, api, anthropic, handler, exchange)
+        finally:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(trace.Status(trace.StatusCode.ERROR))
+            span.end()
+            otel_context.detach(token)
+
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        api: str,
+        anthropic: bool,
+        handler: Handler,
+        exchange: Exchange,
+    ) -> None:
         try:
             await handler(scope, receive, send, exchange)
         except ClientGone:
@@ -332,6 +384,16 @@ async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes
         parts.append(chunk)
         if not message.get("more_body", False):
             return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def route_of(scope: Scope) -> str:
+    path: str = scope["path"]
+    return "/v1/models/{model}" if path.startswith("/v1/models/") else path
+
+
+def _parent(traceparent: str | None) -> otel_context.Context | None:
+    """The caller's trace context, when its request carried a ``traceparent``."""
+    return propagate.extract({"traceparent": traceparent}) if traceparent else None
 
 
 def model_entry(alias: str) -> dict[str, Any]:

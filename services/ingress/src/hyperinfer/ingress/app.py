@@ -3,6 +3,11 @@
 The FastAPI app (``runtime.build_http_app``: health, metrics, request ids) serves
 everything but the hot routes; ``api.HotRoutes`` wraps it and serves those as plain
 ASGI. Both share one ``DataPlane`` (the same engine as the thick client).
+
+Observability: the quota limiter's numbers are on ``/metrics``
+(``runtime.limiter_metrics.LimiterCollector``); its policy switches are published on
+NATS (``switches.SwitchPublisher``, an optional connection); spans are made when
+tracing is on (``tracing``: auto = an OTLP endpoint is set) or a tracer is given.
 """
 
 from __future__ import annotations
@@ -23,8 +28,18 @@ from hyperinfer.ingress.api import HotRoutes
 from hyperinfer.ingress.metrics import IngressMetrics
 from hyperinfer.ingress.openapi import install_openapi
 from hyperinfer.ingress.settings import IngressSettings
-from hyperinfer.runtime import DependencyCheck, Health, Infra, Service, build_http_app
+from hyperinfer.ingress.switches import SwitchPublisher
+from hyperinfer.runtime import (
+    DependencyCheck,
+    Health,
+    Infra,
+    NatsConnection,
+    Service,
+    build_http_app,
+)
 from hyperinfer.runtime.health import expose_version
+from hyperinfer.runtime.limiter_metrics import LimiterCollector
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 NO_FASTAPI_TELEMETRY = {"tracing": False, "metrics": False, "logs": False}
@@ -34,7 +49,8 @@ class ConfigNotLoaded(Exception):
     pass
 
 
-def create_app(settings: IngressSettings) -> Service:
+def create_app(settings: IngressSettings, tracer: trace.Tracer | None = None) -> Service:
+    """The ingress; a ``tracer`` (tests) is used unless ``settings.tracing`` is ``off``."""
     registry = CollectorRegistry()
     health = Health("ingress")
     infra = Infra.for_service("ingress", settings, redis=True)
@@ -53,6 +69,15 @@ def create_app(settings: IngressSettings) -> Service:
         require_budgets_loaded=settings.require_budgets_loaded,
         wire=wire,
     )
+    registry.register(LimiterCollector(limiter.metrics))
+    switches = (
+        SwitchPublisher(NatsConnection(settings.nats_url, f"hyperinfer-ingress-{node_id}"))
+        if settings.publish_policy_switches
+        else None
+    )
+    if switches is not None:
+        limiter.metrics.on_switch(switches.on_switch)
+    tracer = _tracer(settings, tracer)
     config, routing = ConfigAgent(watch_redis), RoutingTableAgent(watch_redis)
     key = settings.credentials_key
     cache = ResponseCache(quota_redis)
@@ -66,6 +91,7 @@ def create_app(settings: IngressSettings) -> Service:
             limiter,
             source="ingress",
             max_queue=settings.usage_queue,
+            linger_s=settings.usage_linger_ms / 1000,
             stream_maxlen=settings.usage_stream_maxlen,
         ),
         cipher=CredentialsCipher(key.get_secret_value()) if key is not None else None,
@@ -80,10 +106,13 @@ def create_app(settings: IngressSettings) -> Service:
             breaker_failures=settings.breaker_failures,
             breaker_open_s=settings.breaker_open_s,
         ),
+        tracer=tracer,
     )
     metrics = IngressMetrics(registry)
     plane.observers.append(metrics.observe)
     _health(health, registry, plane, limiter, cache)
+    if switches is not None:
+        health.add_detail("policy_switch_events", switches.status)
     # FastAPI's own OpenTelemetry layer wraps every request before any middleware, the
     # hot routes included (an ``exclude`` still costs ~8% of a request's CPU): it is off.
     # The runtime's middleware traces the other routes; the hot routes trace themselves.
@@ -95,20 +124,36 @@ def create_app(settings: IngressSettings) -> Service:
         metrics,
         max_body_bytes=settings.max_body_bytes,
         cache_ttl=requested_ttl,
+        tracer=tracer,
     )
     app.middleware_stack = hot  # the hot routes in front; the rest goes through FastAPI
 
     async def startup() -> None:
         await infra.connect(settings.startup_timeout_s)
+        if switches is not None:
+            switches.start()  # connects in the background; never gates readiness
         await plane.start(settings.config_wait_s)
 
     async def shutdown() -> None:
         await plane.stop()  # flushes pending usage events
+        if switches is not None:
+            await switches.stop()
         await wire.aclose()
         await quota_redis.aclose()
         await infra.close()
 
     return Service("ingress", app, settings, startup, shutdown)
+
+
+def _tracer(settings: IngressSettings, given: trace.Tracer | None) -> trace.Tracer | None:
+    """None (no span at all) unless tracing is on: ``on``, or ``auto`` with an OTLP endpoint."""
+    if settings.tracing == "off":
+        return None
+    if given is not None:
+        return given
+    if settings.tracing == "on" or settings.otlp_endpoint:
+        return trace.get_tracer("hyperinfer.ingress")
+    return None
 
 
 def _health(

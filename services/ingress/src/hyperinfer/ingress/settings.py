@@ -41,6 +41,9 @@ class IngressSettings(ServiceSettings):
     breaker_failures: int = Field(default=5, ge=1)
     breaker_open_s: float = Field(default=10.0, gt=0)
     usage_queue: int = Field(default=20_000, gt=0, description="pending usage events, at most")
+    usage_linger_ms: float = Field(
+        default=5.0, ge=0, le=1000, description="how long a usage batch waits for more events"
+    )
     usage_stream_maxlen: int | None = Field(
         default=None,
         gt=0,
@@ -54,4 +57,14 @@ class IngressSettings(ServiceSettings):
     quota_redis_timeout_s: float = Field(default=0.5, gt=0)
     redis_max_connections: int = Field(
         default=64, gt=0, description="the quota/usage pool; a burst waits for a connection"
+    )
+    tracing: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="OpenTelemetry spans on the data-plane routes; auto: when "
+        "HYPERINFER_OTLP_ENDPOINT is set (off, they cost nothing)",
+    )
+    publish_policy_switches: bool = Field(
+        default=True,
+        description="publish quota.v1.QuotaPolicySwitched on NATS (optional: NATS never "
+        "gates readiness)",
     )

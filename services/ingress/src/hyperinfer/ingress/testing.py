@@ -19,12 +19,13 @@ import uvicorn
 from hyperinfer.ingress.app import create_app
 from hyperinfer.ingress.settings import IngressSettings
 from hyperinfer.runtime.server import Service
+from opentelemetry import trace
 
 
 class IngressThread:
-    def __init__(self, settings: IngressSettings) -> None:
+    def __init__(self, settings: IngressSettings, tracer: trace.Tracer | None = None) -> None:
         self.settings = settings
-        self.service: Service = create_app(settings)
+        self.service: Service = create_app(settings, tracer)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()

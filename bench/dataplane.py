@@ -8,21 +8,26 @@ Everything runs on this machine against ONE fake upstream
 - **direct**: the load generator → the fake upstream;
 - **hyperinfer**: → the ingress (one process; auth + quota reserve/settle + usage events
   on: the key, team quota and price of ``dataplane_seed``) → the fake upstream;
+- **floor**: → a bare proxy on the same server stack making one Redis round trip and the
+  upstream call, nothing else (``dataplane_floor``): what any Python proxy costs here;
 - **litellm**: → the LiteLLM proxy (one worker, master-key auth, no database) → the fake.
 
-Pinning on 2 cores: the proxy under test (ingress or LiteLLM) alone on core 0; the fake
-upstream, Redis, NATS and the load generator on core 1 (``taskset``). Both proxies run
-during the whole benchmark but only the one under test gets traffic.
+Pinning on 2 cores: the proxy under test (ingress, floor or LiteLLM) alone on core 0;
+the fake upstream, Redis, NATS and the load generator on core 1 (``taskset``; Redis and
+NATS by affinity once started). All proxies run during the whole benchmark but only the
+one under test gets traffic.
 
 Measured:
 
-1. added latency at concurrency 1: ``wrk -c1``, p50/p99 of each path; added = proxy - direct;
-2. non-stream throughput per proxy process: ``wrk -c64`` (req/s), with the peak RSS;
+1. added latency at concurrency 1: ``wrk -c1``, p50/p99 of each path, in ``--rounds``
+   interleaved rounds (the median round is reported: other work on the machine comes and
+   goes); added = proxy - direct; and the proxy's CPU time per request;
+2. non-stream throughput per proxy process: ``wrk -c64`` (req/s), peak RSS, CPU/request;
 3. ``--streams`` concurrent SSE streams opened at once (raw-socket asyncio client), the
    upstream sending a frame every 50 ms: all complete? time to first byte, the largest gap
    between two events of a stream (a stall shows here), peak RSS;
 4. thick-client overhead: ``HyperInferClient.chat`` in-process vs the bare provider call,
-   concurrency 1, p50 difference (``dataplane_thick``).
+   concurrency 1, p50 difference (``dataplane_thick``), on the proxy core.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataplane_litellm import MASTER_KEY, litellm_proc
 from dataplane_load import run_streams, run_wrk
-from dataplane_procs import Proc, RssSampler, pinned
+from dataplane_procs import CpuMeter, Proc, RssSampler, pin, pinned
 from dataplane_seed import ALIAS, API_KEY, UPSTREAM_MODEL, seed
 from hyperinfer.runtime.testing.servers import NatsServer, RedisServer, free_port
 
@@ -75,7 +80,11 @@ def system(workdir: Path, with_litellm: bool) -> Iterator[dict[str, Any]]:
     try:
         redis.start()
         nats.start()
+        for server in (redis, nats):
+            assert server.proc is not None
+            pin(server.proc.pid, LOAD_CORE)
         fake_port, ingress_port, litellm_port = free_port(), free_port(), free_port()
+        floor_port = free_port()
         fake_url = f"http://127.0.0.1:{fake_port}"
         fake_argv = [sys.executable, "-m", "hyperinfer.client.testing.fake_upstream"]
         fake_argv += ["--port", str(fake_port), "--no-record", "--model", UPSTREAM_MODEL]
@@ -98,6 +107,13 @@ def system(workdir: Path, with_litellm: bool) -> Iterator[dict[str, Any]]:
         ingress = Proc("ingress", ingress_argv, workdir / "ingress.log", env)
         procs.append(ingress.start())
         ingress.wait_http(f"http://127.0.0.1:{ingress_port}/health/ready")
+        floor_argv = [sys.executable, str(Path(__file__).with_name("dataplane_floor.py"))]
+        floor_argv += ["--port", str(floor_port), "--upstream", f"{fake_url}/v1"]
+        floor_argv += ["--redis", redis.url]
+        floor = Proc("floor", pinned(PROXY_CORE, floor_argv), workdir / "floor.log")
+        procs.append(floor.start())
+        floor_url = f"http://127.0.0.1:{floor_port}/v1/chat/completions"
+        floor.wait_http(floor_url, method="POST")
         targets: dict[str, Any] = {
             "direct": (f"{fake_url}/v1/chat/completions", "fake", UPSTREAM_MODEL, fake),
             "hyperinfer": (
@@ -106,6 +122,7 @@ def system(workdir: Path, with_litellm: bool) -> Iterator[dict[str, Any]]:
                 ALIAS,
                 ingress,
             ),
+            "floor": (floor_url, "none", UPSTREAM_MODEL, floor),
         }
         if with_litellm:
             litellm = litellm_proc(workdir, litellm_port, fake_url, UPSTREAM_MODEL, PROXY_CORE)
@@ -125,27 +142,29 @@ def system(workdir: Path, with_litellm: bool) -> Iterator[dict[str, Any]]:
         redis.stop()
 
 
-def measure(env: dict[str, Any], duration_s: float, streams: int) -> dict[str, Any]:
+def measure(env: dict[str, Any], duration_s: float, streams: int, rounds: int) -> dict[str, Any]:
     targets = env["targets"]
     results: dict[str, Any] = {"latency_c1": {}, "throughput_c64": {}, "streams": {}}
     for url, key, model, _proc in targets.values():  # warm every path first
         run_wrk(url, key, body(model), 4, 2, LOAD_CORE)
-    for name, (url, key, model, _proc) in targets.items():
-        print(f"latency c=1: {name}", file=sys.stderr)
-        results["latency_c1"][name] = asdict(
-            run_wrk(url, key, body(model), 1, duration_s, LOAD_CORE)
-        )
+    results["latency_c1"] = latency_rounds(targets, duration_s, rounds)
     for name, (url, key, model, proc) in targets.items():
         print(f"throughput c=64: {name}", file=sys.stderr)
-        with RssSampler(proc.pid) as rss:
+        with RssSampler(proc.pid) as rss, CpuMeter(proc.pid) as cpu:
             result = asdict(run_wrk(url, key, body(model), 64, duration_s, LOAD_CORE))
-        results["throughput_c64"][name] = {**result, "peak_rss_mib": round(rss.peak, 1)}
+        results["throughput_c64"][name] = {
+            **result,
+            "peak_rss_mib": round(rss.peak, 1),
+            "cpu_us_per_request": round(cpu.seconds * 1e6 / max(result["requests"], 1), 1),
+        }
     fake_behaviour(
         env["fake_url"],
         answer=" ".join(f"w{i}" for i in range(STREAM_WORDS)),
         per_token_s=STREAM_FRAME_S,
     )
     for name, (url, key, model, proc) in targets.items():
+        if name == "floor":
+            continue  # the floor proxy does not stream
         print(f"{streams} streams: {name}", file=sys.stderr)
         with RssSampler(proc.pid) as rss:
             result = asdict(run_streams(url, key, body(model, stream=True), streams))
@@ -154,36 +173,69 @@ def measure(env: dict[str, Any], duration_s: float, streams: int) -> dict[str, A
     return results
 
 
+def latency_rounds(targets: dict[str, Any], duration_s: float, rounds: int) -> dict[str, Any]:
+    """c=1 on every path, interleaved round by round; each path's median round."""
+    per_round: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+    seconds = max(2, round(duration_s / rounds))  # wrk takes whole seconds
+    for number in range(1, rounds + 1):
+        for name, (url, key, model, proc) in targets.items():
+            print(f"latency c=1: {name} (round {number}/{rounds})", file=sys.stderr)
+            with CpuMeter(proc.pid) as cpu:
+                result = asdict(run_wrk(url, key, body(model), 1, seconds, LOAD_CORE))
+            result["cpu_us_per_request"] = round(cpu.seconds * 1e6 / max(result["requests"], 1), 1)
+            per_round[name].append(result)
+    chosen = {}
+    for name, runs in per_round.items():
+        ordered = sorted(runs, key=lambda r: r["p50_us"])
+        chosen[name] = {**ordered[len(ordered) // 2], "rounds_p50_us": [r["p50_us"] for r in runs]}
+    return chosen
+
+
 def thick_client(env: dict[str, Any], requests: int) -> dict[str, Any] | None:
     try:
         from dataplane_thick import measure_thick_client
     except ImportError as exc:  # the thick client is not in this checkout
         return {"error": f"not measured: {exc}"}
+    before = os.sched_getaffinity(0)
+    pin(0, PROXY_CORE)  # the in-process client gets the proxy core, as a proxy would
     try:
         return measure_thick_client(env["redis_url"], API_KEY, ALIAS, requests)
     except Exception as exc:  # report it beside the other numbers instead of losing them
         return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def report(results: dict[str, Any]) -> str:
     lat, thr, st = results["latency_c1"], results["throughput_c64"], results["streams"]
     direct = lat["direct"]
     lines = [
-        "| path | c=1 p50 | c=1 p99 | added p50 | added p99 | req/s c=64 | peak RSS c=64 |"
-        " streams ok | TTFB p50/p99 | max gap p99/max | peak RSS streams |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| path | c=1 p50 | c=1 p99 | added p50 | added p99 | CPU/req c=1 | req/s c=64 "
+        "| CPU/req c=64 | peak RSS c=64 | streams ok | TTFB p50/p99 | max gap p99/max "
+        "| peak RSS streams |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in lat:
         p50, p99 = lat[name]["p50_us"], lat[name]["p99_us"]
         added = "—" if name == "direct" else f"{(p50 - direct['p50_us']) / 1000:.2f} ms"
         added99 = "—" if name == "direct" else f"{(p99 - direct['p99_us']) / 1000:.2f} ms"
-        s = st[name]
+        s = st.get(name)
+        stream_cells = (
+            f"{s['completed']}/{s['streams']} | {s['ttfb_p50_ms']:.0f}/{s['ttfb_p99_ms']:.0f} ms "
+            f"| {s['max_gap_p99_ms']:.0f}/{s['max_gap_ms']:.0f} ms | {s['peak_rss_mib']:.0f} MiB"
+            if s
+            else "— | — | — | —"
+        )
         lines.append(
             f"| {name} | {p50 / 1000:.2f} ms | {p99 / 1000:.2f} ms | {added} | {added99} "
-            f"| {thr[name]['rps']:.0f} | {thr[name]['peak_rss_mib']:.0f} MiB "
-            f"| {s['completed']}/{s['streams']} | {s['ttfb_p50_ms']:.0f}/{s['ttfb_p99_ms']:.0f} ms "
-            f"| {s['max_gap_p99_ms']:.0f}/{s['max_gap_ms']:.0f} ms | {s['peak_rss_mib']:.0f} MiB |"
+            f"| {lat[name]['cpu_us_per_request']:.0f} µs | {thr[name]['rps']:.0f} "
+            f"| {thr[name]['cpu_us_per_request']:.0f} µs | {thr[name]['peak_rss_mib']:.0f} MiB "
+            f"| {stream_cells} |"
         )
+    lines.append("")
+    lines.append(
+        "c=1 p50 per round (µs): " + "; ".join(f"{n} {lat[n]['rounds_p50_us']}" for n in lat)
+    )
     if "litellm" in lat:
         hi, ll = "hyperinfer", "litellm"
         added_hi = lat[hi]["p50_us"] - direct["p50_us"]
@@ -198,6 +250,7 @@ def report(results: dict[str, Any]) -> str:
     if thick:
         lines.append("")
         lines.append(f"Thick client: {json.dumps(thick)}")
+    lines.append(f"Load average (1 min) before/after: {results.get('load_average')}")
     return "\n".join(lines)
 
 
@@ -205,6 +258,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--streams", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved c=1 rounds")
     parser.add_argument("--thick-requests", type=int, default=3000)
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
@@ -213,8 +267,10 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="hi-bench-") as tmp,
         system(Path(tmp), not args.skip_litellm) as env,
     ):
-        results = measure(env, args.duration, args.streams)
+        load_before = os.getloadavg()[0]
+        results = measure(env, args.duration, args.streams, args.rounds)
         results["thick_client"] = thick_client(env, args.thick_requests)
+        results["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         results["pinning"] = {"proxy_core": PROXY_CORE, "load_core": LOAD_CORE}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

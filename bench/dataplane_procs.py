@@ -11,11 +11,18 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pin(pid: int, cores: str) -> None:
+    """Move a running process (0: this one) to ``cores`` (e.g. ``"1"``), when they exist."""
+    if cores:
+        os.sched_setaffinity(pid, {int(c) for c in cores.split(",")})
 
 
 def pinned(cores: str, argv: list[str]) -> list[str]:
@@ -45,14 +52,22 @@ class Proc:
         assert self.proc is not None
         return self.proc.pid
 
-    def wait_http(self, url: str, timeout_s: float = 90.0) -> None:
+    def wait_http(self, url: str, timeout_s: float = 90.0, method: str = "GET") -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 break
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status < 500:
+            data = b"{}" if method == "POST" else None
+            request = urllib.request.Request(url, data=data, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=1) as resp:
+                    if resp.status < 500:
+                        return
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:  # it answers (a 4xx to an empty body is an answer)
                     return
+            except OSError:
+                pass
             time.sleep(0.2)
         tail = self.log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{self.name} did not answer {url}:\n{tail}")
@@ -111,3 +126,23 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, rss_mib(self.pid))
+
+
+class CpuMeter:
+    """CPU seconds (user + system) a process spends while a block runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def _cpu(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> CpuMeter:
+        self._start = self._cpu()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = self._cpu() - self._start

@@ -8,7 +8,8 @@ blocks of 100 so drift hits both sides alike:
   provider call + settle/usage queued off the path);
 - **client typed**: ``HyperInferClient.chat`` (the same, plus the pydantic response model).
 
-Overhead = p50(client) - p50(bare).
+Overhead = p50(client) - p50(bare). Measured on the default asyncio loop and on uvloop
+(the caller's choice for an in-process client).
 """
 
 from __future__ import annotations
@@ -70,4 +71,11 @@ async def _measure(redis_url: str, api_key: str, alias: str, requests: int) -> d
 
 
 def measure_thick_client(redis_url: str, api_key: str, alias: str, requests: int) -> dict[str, Any]:
-    return asyncio.run(_measure(redis_url, api_key, alias, requests))
+    results = {"asyncio": asyncio.run(_measure(redis_url, api_key, alias, requests))}
+    try:
+        import uvloop
+    except ImportError:
+        return results
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        results["uvloop"] = runner.run(_measure(redis_url, api_key, alias, requests))
+    return results

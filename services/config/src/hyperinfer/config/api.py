@@ -1,17 +1,25 @@
 """HTTP routes of the admin API (FastAPI glue only; the work is in ``handlers``).
 
+Every resource (teams, users, keys, aliases, quotas, backends, prices, routing rules,
+the audit log) has the same routes, described once per resource by a ``Routes`` and
+made by ``add_routes``; what only keys have (lookup, rotate, revoke) and the config
+routes are written out.
+
 Every error leaves as RFC 9457 ``application/problem+json``, translated once by the
 runtime's problem handlers (``hyperinfer.runtime.problems``): ``ConfigError``
 subclasses by their status, request validation as 422 (malformed JSON as 400),
 unknown routes as 404, anything unexpected as 500 without details; bodies over the
-limit are refused here as 413 before any handler runs. Objects carry ``ETag: "<version>"``; changes
-accept ``If-Match`` and answer ``X-Config-Version`` (the config version the change
-committed at) and ``X-Config-Published`` (whether Redis holds it yet).
+limit are refused here as 413 before any handler runs. Objects carry ``ETag:
+"<version>"``; changes accept ``If-Match`` and answer ``X-Config-Version`` (the config
+version the change committed at) and ``X-Config-Published`` (whether Redis holds it
+yet).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
@@ -21,12 +29,9 @@ from hyperinfer.config.domain import Principal
 from hyperinfer.config.errors import BadRequest, ConfigError, PayloadTooLarge
 from hyperinfer.config.handlers import Changed, Deps
 from hyperinfer.config.resources import (
-    Alias,
     AliasCreate,
     AliasPatch,
     ApiKey,
-    AuditEntry,
-    Backend,
     BackendCreate,
     BackendPatch,
     ConfigVersion,
@@ -35,18 +40,13 @@ from hyperinfer.config.resources import (
     KeyLookup,
     KeyPatch,
     Page,
-    Price,
     PriceSet,
-    Quota,
     QuotaCreate,
     QuotaPatch,
-    RoutingRule,
     RuleCreate,
     RulePatch,
-    Team,
     TeamCreate,
     TeamPatch,
-    User,
     UserCreate,
     UserPatch,
     WhoAmI,
@@ -211,116 +211,300 @@ async def whoami(who: Caller) -> WhoAmI:
     return handlers.whoami(who)
 
 
-# --- teams ---------------------------------------------------------------------------
-@router.post(f"{ADMIN}/teams", tags=["teams"], status_code=201, response_model=Team)
-async def create_team(deps: DepsT, who: Caller, body: TeamCreate) -> Response:
-    return _created(await handlers.create_team(deps, who, body), "teams")
+# --- the resources: one shape, written once ------------------------------------------
+Create = Callable[[Deps, Principal, Any], Awaitable[Changed[Any]]]
+Change = Callable[[Deps, Principal, str, Any, set[int] | None], Awaitable[Changed[Any]]]
+Delete = Callable[[Deps, Principal, str, set[int] | None], Awaitable[Changed[Any]]]
 
 
-@router.get(f"{ADMIN}/teams", tags=["teams"])
-async def list_teams(
-    deps: DepsT, who: Caller, name: Filter = None, limit: Limit = None, cursor: Cursor = None
-) -> Page[Team]:
-    return await handlers.list_items(deps, who, handlers.TEAMS, {"name": name}, limit, cursor)
+@dataclass(frozen=True)
+class Routes:
+    """One resource of the admin API: where it lives, what its operations are called, what
+    they take and answer, and the handlers behind them.
+
+    ``add_routes`` makes up to five routes of it, in this order::
+
+        POST   /v1/admin/<collection>        create_<one>   201 + Location, the new object
+        GET    /v1/admin/<collection>        list_<many>    a Page; ``filters`` + limit, cursor
+        GET    /v1/admin/<collection>/<id>   get_<one>      the object + ETag
+        PATCH  /v1/admin/<collection>/<id>   update_<one>   (``change_method``/``change_verb``)
+        DELETE /v1/admin/<collection>/<id>   delete_<one>   the deleted object
+
+    Changes take ``If-Match`` and answer ``X-Config-Version`` and ``X-Config-Published``.
+    """
+
+    collection: str
+    tag: str
+    one: str
+    many: str
+    resource: handlers.Resource[BaseModel]
+    filters: Mapping[str, Any] = field(default_factory=dict)
+    """The listing's query parameters besides ``limit`` and ``cursor``: name → type."""
+    id_param: str = "id"
+    id_template: str = ""
+    """The id's part of the item path; ``{<id_param>}`` when empty."""
+    get: bool = True
+    create: tuple[type[BaseModel], Create] | None = None
+    created: type[BaseModel] | None = None
+    """What create answers, when it is not ``resource.model``."""
+    change: tuple[type[BaseModel], Change] | None = None
+    change_method: str = "PATCH"
+    change_verb: str = "update"
+    delete: Delete | None = None
 
 
-@router.get(f"{ADMIN}/teams/{{team_id}}", tags=["teams"], response_model=Team)
-async def get_team(deps: DepsT, who: Caller, team_id: Id) -> Response:
-    return _object(await handlers.get_item(deps, who, handlers.TEAMS, team_id))
+def add_routes(router: APIRouter, routes: Routes) -> None:
+    """Add the routes ``routes`` describes (see ``Routes``) to ``router``."""
+    collection = f"{ADMIN}/{routes.collection}"
+    item = f"{collection}/{routes.id_template or '{' + routes.id_param + '}'}"
+    if routes.create is not None:
+        _add_create(router, routes, collection, *routes.create)
+    _add_list(router, routes, collection)
+    if routes.get:
+        _add_get(router, routes, item)
+    if routes.change is not None:
+        _add_change(router, routes, item, *routes.change)
+    if routes.delete is not None:
+        _add_delete(router, routes, item, routes.delete)
 
 
-@router.patch(f"{ADMIN}/teams/{{team_id}}", tags=["teams"], response_model=Team)
-async def update_team(
-    deps: DepsT, who: Caller, team_id: Id, body: TeamPatch, if_match: IfMatch
-) -> Response:
-    return _changed(await handlers.update_team(deps, who, team_id, body, if_match))
+Endpoint = Callable[..., Awaitable[Any]]
+Call = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-@router.delete(f"{ADMIN}/teams/{{team_id}}", tags=["teams"], response_model=Team)
-async def delete_team(deps: DepsT, who: Caller, team_id: Id, if_match: IfMatch) -> Response:
-    return _changed(await handlers.delete_team(deps, who, team_id, if_match))
+def _endpoint(params: list[inspect.Parameter], call: Call) -> Endpoint:
+    """An endpoint FastAPI reads as taking ``params`` (their names differ per resource:
+    ``team_id``, ``key_id``...); it hands their values to ``call`` by name."""
+
+    async def endpoint(**values: Any) -> Any:
+        return await call(values)
+
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    return endpoint
 
 
-# --- users ---------------------------------------------------------------------------
-@router.post(f"{ADMIN}/users", tags=["users"], status_code=201, response_model=User)
-async def create_user(deps: DepsT, who: Caller, body: UserCreate) -> Response:
-    return _created(await handlers.create_user(deps, who, body), "users")
+def _param(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    kind = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Parameter(name, kind, annotation=annotation, default=default)
 
 
-@router.get(f"{ADMIN}/users", tags=["users"])
-async def list_users(
-    deps: DepsT,
-    who: Caller,
-    team_id: Filter = None,
-    email: Filter = None,
-    role: Literal["admin", "team_admin", "member"] | None = None,
-    limit: Limit = None,
-    cursor: Cursor = None,
-) -> Page[User]:
-    return await handlers.list_items(
-        deps, who, handlers.USERS, {"team_id": team_id, "email": email, "role": role}, limit, cursor
+_CALLER = [_param("deps", DepsT), _param("who", Caller)]
+_IF_MATCH = _param("if_match", IfMatch)
+
+
+def _add_create(
+    router: APIRouter, routes: Routes, path: str, body: type[BaseModel], create: Create
+) -> None:
+    async def call(v: dict[str, Any]) -> Response:
+        return _created(await create(v["deps"], v["who"], v["body"]), routes.collection)
+
+    router.add_api_route(
+        path,
+        _endpoint([*_CALLER, _param("body", body)], call),
+        methods=["POST"],
+        name=f"create_{routes.one}",
+        tags=[routes.tag],
+        status_code=201,
+        response_model=routes.created or routes.resource.model,
     )
 
 
-@router.get(f"{ADMIN}/users/{{user_id}}", tags=["users"], response_model=User)
-async def get_user(deps: DepsT, who: Caller, user_id: Id) -> Response:
-    return _object(await handlers.get_item(deps, who, handlers.USERS, user_id))
+def _add_list(router: APIRouter, routes: Routes, path: str) -> None:
+    async def call(v: dict[str, Any]) -> Page[Any]:
+        filters = {name: v[name] for name in routes.filters}
+        return await handlers.list_items(
+            v["deps"], v["who"], routes.resource, filters, v["limit"], v["cursor"]
+        )
 
-
-@router.patch(f"{ADMIN}/users/{{user_id}}", tags=["users"], response_model=User)
-async def update_user(
-    deps: DepsT, who: Caller, user_id: Id, body: UserPatch, if_match: IfMatch
-) -> Response:
-    return _changed(await handlers.update_user(deps, who, user_id, body, if_match))
-
-
-@router.delete(f"{ADMIN}/users/{{user_id}}", tags=["users"], response_model=User)
-async def delete_user(deps: DepsT, who: Caller, user_id: Id, if_match: IfMatch) -> Response:
-    return _changed(await handlers.delete_user(deps, who, user_id, if_match))
-
-
-# --- API keys ------------------------------------------------------------------------
-@router.post(f"{ADMIN}/keys", tags=["keys"], status_code=201, response_model=KeyCreated)
-async def create_key(deps: DepsT, who: Caller, body: KeyCreate) -> Response:
-    return _created(await handlers.create_key(deps, who, body), "keys")
-
-
-@router.get(f"{ADMIN}/keys", tags=["keys"])
-async def list_keys(
-    deps: DepsT,
-    who: Caller,
-    team_id: Filter = None,
-    user_id: Filter = None,
-    name: Filter = None,
-    active: bool | None = None,
-    limit: Limit = None,
-    cursor: Cursor = None,
-) -> Page[ApiKey]:
-    return await handlers.list_items(
-        deps,
-        who,
-        handlers.KEYS,
-        {"team_id": team_id, "user_id": user_id, "name": name, "active": active},
-        limit,
-        cursor,
+    filters = [_param(name, kind, None) for name, kind in routes.filters.items()]
+    paging = [_param("limit", Limit, None), _param("cursor", Cursor, None)]
+    router.add_api_route(
+        path,
+        _endpoint([*_CALLER, *filters, *paging], call),
+        methods=["GET"],
+        name=f"list_{routes.many}",
+        tags=[routes.tag],
+        response_model=Page[routes.resource.model],  # type: ignore[name-defined]
     )
 
 
+def _add_get(router: APIRouter, routes: Routes, path: str) -> None:
+    async def call(v: dict[str, Any]) -> Response:
+        key = v[routes.id_param]
+        return _object(await handlers.get_item(v["deps"], v["who"], routes.resource, key))
+
+    router.add_api_route(
+        path,
+        _endpoint([*_CALLER, _param(routes.id_param, Id)], call),
+        methods=["GET"],
+        name=f"get_{routes.one}",
+        tags=[routes.tag],
+        response_model=routes.resource.model,
+    )
+
+
+def _add_change(
+    router: APIRouter, routes: Routes, path: str, body: type[BaseModel], change: Change
+) -> None:
+    async def call(v: dict[str, Any]) -> Response:
+        key = v[routes.id_param]
+        return _changed(await change(v["deps"], v["who"], key, v["body"], v["if_match"]))
+
+    params = [*_CALLER, _param(routes.id_param, Id), _param("body", body), _IF_MATCH]
+    router.add_api_route(
+        path,
+        _endpoint(params, call),
+        methods=[routes.change_method],
+        name=f"{routes.change_verb}_{routes.one}",
+        tags=[routes.tag],
+        response_model=routes.resource.model,
+    )
+
+
+def _add_delete(router: APIRouter, routes: Routes, path: str, delete: Delete) -> None:
+    async def call(v: dict[str, Any]) -> Response:
+        return _changed(await delete(v["deps"], v["who"], v[routes.id_param], v["if_match"]))
+
+    router.add_api_route(
+        path,
+        _endpoint([*_CALLER, _param(routes.id_param, Id), _IF_MATCH], call),
+        methods=["DELETE"],
+        name=f"delete_{routes.one}",
+        tags=[routes.tag],
+        response_model=routes.resource.model,
+    )
+
+
+RESOURCES = (
+    Routes(
+        collection="teams",
+        tag="teams",
+        one="team",
+        many="teams",
+        resource=handlers.TEAMS,
+        filters={"name": Filter},
+        id_param="team_id",
+        create=(TeamCreate, handlers.create_team),
+        change=(TeamPatch, handlers.update_team),
+        delete=handlers.delete_team,
+    ),
+    Routes(
+        collection="users",
+        tag="users",
+        one="user",
+        many="users",
+        resource=handlers.USERS,
+        filters={
+            "team_id": Filter,
+            "email": Filter,
+            "role": Literal["admin", "team_admin", "member"] | None,
+        },
+        id_param="user_id",
+        create=(UserCreate, handlers.create_user),
+        change=(UserPatch, handlers.update_user),
+        delete=handlers.delete_user,
+    ),
+    # create answers the plaintext once (KeyCreated); a key is revoked, never deleted
+    # (lookup, rotate and revoke are below)
+    Routes(
+        collection="keys",
+        tag="keys",
+        one="key",
+        many="keys",
+        resource=handlers.KEYS,
+        filters={"team_id": Filter, "user_id": Filter, "name": Filter, "active": bool | None},
+        id_param="key_id",
+        create=(KeyCreate, handlers.create_key),
+        created=KeyCreated,
+        change=(KeyPatch, handlers.update_key),
+    ),
+    Routes(
+        collection="aliases",
+        tag="aliases",
+        one="alias",
+        many="aliases",
+        resource=handlers.ALIASES,
+        filters={"team_id": Filter, "name": Filter, "scope": Literal["global", "team"] | None},
+        id_param="alias_id",
+        create=(AliasCreate, handlers.create_alias),
+        change=(AliasPatch, handlers.update_alias),
+        delete=handlers.delete_alias,
+    ),
+    Routes(
+        collection="quotas",
+        tag="quotas",
+        one="quota",
+        many="quotas",
+        resource=handlers.QUOTAS,
+        filters={"team_id": Filter, "scope": Literal["team", "key"] | None, "subject_id": Filter},
+        id_param="quota_id",
+        create=(QuotaCreate, handlers.create_quota),
+        change=(QuotaPatch, handlers.update_quota),
+        delete=handlers.delete_quota,
+    ),
+    Routes(
+        collection="backends",
+        tag="backends",
+        one="backend",
+        many="backends",
+        resource=handlers.BACKENDS,
+        filters={"name": Filter, "kind": Filter, "tag": Filter},
+        id_param="backend_id",
+        create=(BackendCreate, handlers.create_backend),
+        change=(BackendPatch, handlers.update_backend),
+        delete=handlers.delete_backend,
+    ),
+    # a price is named by its model (which may hold "/"), has no create, and is set whole
+    Routes(
+        collection="prices",
+        tag="prices",
+        one="price",
+        many="prices",
+        resource=handlers.PRICES,
+        filters={"model": Filter},
+        id_param="model",
+        id_template="{model:path}",
+        change=(PriceSet, handlers.set_price),
+        change_method="PUT",
+        change_verb="set",
+        delete=handlers.delete_price,
+    ),
+    Routes(
+        collection="routing-rules",
+        tag="routing",
+        one="rule",
+        many="rules",
+        resource=handlers.RULES,
+        filters={"name": Filter, "alias": Filter},
+        id_param="rule_id",
+        create=(RuleCreate, handlers.create_rule),
+        change=(RulePatch, handlers.update_rule),
+        delete=handlers.delete_rule,
+    ),
+    # the audit log is only listed
+    Routes(
+        collection="audit",
+        tag="audit",
+        one="audit",
+        many="audit",
+        resource=handlers.AUDIT,
+        filters={
+            "team_id": Filter,
+            "target_type": Filter,
+            "target_id": Filter,
+            "since_version": Annotated[int | None, Query(ge=0, le=2**62)],
+        },
+        get=False,
+    ),
+)
+for _routes in RESOURCES:
+    add_routes(router, _routes)
+
+
+# --- API keys: what the shared shape does not cover -----------------------------------
 @router.post(f"{ADMIN}/keys/lookup", tags=["keys"])
 async def lookup_key(deps: DepsT, who: Caller, body: KeyLookup) -> ApiKey:
     return await handlers.lookup_key(deps, who, body)
-
-
-@router.get(f"{ADMIN}/keys/{{key_id}}", tags=["keys"], response_model=ApiKey)
-async def get_key(deps: DepsT, who: Caller, key_id: Id) -> Response:
-    return _object(await handlers.get_item(deps, who, handlers.KEYS, key_id))
-
-
-@router.patch(f"{ADMIN}/keys/{{key_id}}", tags=["keys"], response_model=ApiKey)
-async def update_key(
-    deps: DepsT, who: Caller, key_id: Id, body: KeyPatch, if_match: IfMatch
-) -> Response:
-    return _changed(await handlers.update_key(deps, who, key_id, body, if_match))
 
 
 @router.post(f"{ADMIN}/keys/{{key_id}}/rotate", tags=["keys"], response_model=KeyCreated)
@@ -331,221 +515,6 @@ async def rotate_key(deps: DepsT, who: Caller, key_id: Id, if_match: IfMatch) ->
 @router.post(f"{ADMIN}/keys/{{key_id}}/revoke", tags=["keys"], response_model=ApiKey)
 async def revoke_key(deps: DepsT, who: Caller, key_id: Id, if_match: IfMatch) -> Response:
     return _changed(await handlers.revoke_key(deps, who, key_id, if_match))
-
-
-# --- model aliases -------------------------------------------------------------------
-@router.post(f"{ADMIN}/aliases", tags=["aliases"], status_code=201, response_model=Alias)
-async def create_alias(deps: DepsT, who: Caller, body: AliasCreate) -> Response:
-    return _created(await handlers.create_alias(deps, who, body), "aliases")
-
-
-@router.get(f"{ADMIN}/aliases", tags=["aliases"])
-async def list_aliases(
-    deps: DepsT,
-    who: Caller,
-    team_id: Filter = None,
-    name: Filter = None,
-    scope: Literal["global", "team"] | None = None,
-    limit: Limit = None,
-    cursor: Cursor = None,
-) -> Page[Alias]:
-    return await handlers.list_items(
-        deps,
-        who,
-        handlers.ALIASES,
-        {"team_id": team_id, "name": name, "scope": scope},
-        limit,
-        cursor,
-    )
-
-
-@router.get(f"{ADMIN}/aliases/{{alias_id}}", tags=["aliases"], response_model=Alias)
-async def get_alias(deps: DepsT, who: Caller, alias_id: Id) -> Response:
-    return _object(await handlers.get_item(deps, who, handlers.ALIASES, alias_id))
-
-
-@router.patch(f"{ADMIN}/aliases/{{alias_id}}", tags=["aliases"], response_model=Alias)
-async def update_alias(
-    deps: DepsT, who: Caller, alias_id: Id, body: AliasPatch, if_match: IfMatch
-) -> Response:
-    return _changed(await handlers.update_alias(deps, who, alias_id, body, if_match))
-
-
-@router.delete(f"{ADMIN}/aliases/{{alias_id}}", tags=["aliases"], response_model=Alias)
-async def delete_alias(deps: DepsT, who: Caller, alias_id: Id, if_match: IfMatch) -> Response:
-    return _changed(await handlers.delete_alias(deps, who, alias_id, if_match))
-
-
-# --- quotas --------------------------------------------------------------------------
-@router.post(f"{ADMIN}/quotas", tags=["quotas"], status_code=201, response_model=Quota)
-async def create_quota(deps: DepsT, who: Caller, body: QuotaCreate) -> Response:
-    return _created(await handlers.create_quota(deps, who, body), "quotas")
-
-
-@router.get(f"{ADMIN}/quotas", tags=["quotas"])
-async def list_quotas(
-    deps: DepsT,
-    who: Caller,
-    team_id: Filter = None,
-    scope: Literal["team", "key"] | None = None,
-    subject_id: Filter = None,
-    limit: Limit = None,
-    cursor: Cursor = None,
-) -> Page[Quota]:
-    return await handlers.list_items(
-        deps,
-        who,
-        handlers.QUOTAS,
-        {"team_id": team_id, "scope": scope, "subject_id": subject_id},
-        limit,
-        cursor,
-    )
-
-
-@router.get(f"{ADMIN}/quotas/{{quota_id}}", tags=["quotas"], response_model=Quota)
-async def get_quota(deps: DepsT, who: Caller, quota_id: Id) -> Response:
-    return _object(await handlers.get_item(deps, who, handlers.QUOTAS, quota_id))
-
-
-@router.patch(f"{ADMIN}/quotas/{{quota_id}}", tags=["quotas"], response_model=Quota)
-async def update_quota(
-    deps: DepsT, who: Caller, quota_id: Id, body: QuotaPatch, if_match: IfMatch
-) -> Response:
-    return _changed(await handlers.update_quota(deps, who, quota_id, body, if_match))
-
-
-@router.delete(f"{ADMIN}/quotas/{{quota_id}}", tags=["quotas"], response_model=Quota)
-async def delete_quota(deps: DepsT, who: Caller, quota_id: Id, if_match: IfMatch) -> Response:
-    return _changed(await handlers.delete_quota(deps, who, quota_id, if_match))
-
-
-# --- backends ------------------------------------------------------------------------
-@router.post(f"{ADMIN}/backends", tags=["backends"], status_code=201, response_model=Backend)
-async def create_backend(deps: DepsT, who: Caller, body: BackendCreate) -> Response:
-    return _created(await handlers.create_backend(deps, who, body), "backends")
-
-
-@router.get(f"{ADMIN}/backends", tags=["backends"])
-async def list_backends(
-    deps: DepsT,
-    who: Caller,
-    name: Filter = None,
-    kind: Filter = None,
-    tag: Filter = None,
-    limit: Limit = None,
-    cursor: Cursor = None,
-) -> Page[Backend]:
-    return await handlers.list_items(
-        deps, who, handlers.BACKENDS, {"name": name, "kind": kind, "tag": tag}, limit, cursor
-    )
-
-
-@router.get(f"{ADMIN}/backends/{{backend_id}}", tags=["backends"], response_model=Backend)
-async def get_backend(deps: DepsT, who: Caller, backend_id: Id) -> Response:
-    return _object(await handlers.get_item(deps, who, handlers.BACKENDS, backend_id))
-
-
-@router.patch(f"{ADMIN}/backends/{{backend_id}}", tags=["backends"], response_model=Backend)
-async def update_backend(
-    deps: DepsT, who: Caller, backend_id: Id, body: BackendPatch, if_match: IfMatch
-) -> Response:
-    return _changed(await handlers.update_backend(deps, who, backend_id, body, if_match))
-
-
-@router.delete(f"{ADMIN}/backends/{{backend_id}}", tags=["backends"], response_model=Backend)
-async def delete_backend(deps: DepsT, who: Caller, backend_id: Id, if_match: IfMatch) -> Response:
-    return _changed(await handlers.delete_backend(deps, who, backend_id, if_match))
-
-
-# --- model prices --------------------------------------------------------------------
-@router.get(f"{ADMIN}/prices", tags=["prices"])
-async def list_prices(
-    deps: DepsT, who: Caller, model: Filter = None, limit: Limit = None, cursor: Cursor = None
-) -> Page[Price]:
-    return await handlers.list_items(deps, who, handlers.PRICES, {"model": model}, limit, cursor)
-
-
-@router.get(f"{ADMIN}/prices/{{model:path}}", tags=["prices"], response_model=Price)
-async def get_price(deps: DepsT, who: Caller, model: Id) -> Response:
-    return _object(await handlers.get_item(deps, who, handlers.PRICES, model))
-
-
-@router.put(f"{ADMIN}/prices/{{model:path}}", tags=["prices"], response_model=Price)
-async def set_price(
-    deps: DepsT, who: Caller, model: Id, body: PriceSet, if_match: IfMatch
-) -> Response:
-    return _changed(await handlers.set_price(deps, who, model, body, if_match))
-
-
-@router.delete(f"{ADMIN}/prices/{{model:path}}", tags=["prices"], response_model=Price)
-async def delete_price(deps: DepsT, who: Caller, model: Id, if_match: IfMatch) -> Response:
-    return _changed(await handlers.delete_price(deps, who, model, if_match))
-
-
-# --- routing rules -------------------------------------------------------------------
-@router.post(
-    f"{ADMIN}/routing-rules", tags=["routing"], status_code=201, response_model=RoutingRule
-)
-async def create_rule(deps: DepsT, who: Caller, body: RuleCreate) -> Response:
-    return _created(await handlers.create_rule(deps, who, body), "routing-rules")
-
-
-@router.get(f"{ADMIN}/routing-rules", tags=["routing"])
-async def list_rules(
-    deps: DepsT,
-    who: Caller,
-    name: Filter = None,
-    alias: Filter = None,
-    limit: Limit = None,
-    cursor: Cursor = None,
-) -> Page[RoutingRule]:
-    return await handlers.list_items(
-        deps, who, handlers.RULES, {"name": name, "alias": alias}, limit, cursor
-    )
-
-
-@router.get(f"{ADMIN}/routing-rules/{{rule_id}}", tags=["routing"], response_model=RoutingRule)
-async def get_rule(deps: DepsT, who: Caller, rule_id: Id) -> Response:
-    return _object(await handlers.get_item(deps, who, handlers.RULES, rule_id))
-
-
-@router.patch(f"{ADMIN}/routing-rules/{{rule_id}}", tags=["routing"], response_model=RoutingRule)
-async def update_rule(
-    deps: DepsT, who: Caller, rule_id: Id, body: RulePatch, if_match: IfMatch
-) -> Response:
-    return _changed(await handlers.update_rule(deps, who, rule_id, body, if_match))
-
-
-@router.delete(f"{ADMIN}/routing-rules/{{rule_id}}", tags=["routing"], response_model=RoutingRule)
-async def delete_rule(deps: DepsT, who: Caller, rule_id: Id, if_match: IfMatch) -> Response:
-    return _changed(await handlers.delete_rule(deps, who, rule_id, if_match))
-
-
-# --- audit log -----------------------------------------------------------------------
-@router.get(f"{ADMIN}/audit", tags=["audit"])
-async def list_audit(
-    deps: DepsT,
-    who: Caller,
-    team_id: Filter = None,
-    target_type: Filter = None,
-    target_id: Filter = None,
-    since_version: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-    limit: Limit = None,
-    cursor: Cursor = None,
-) -> Page[AuditEntry]:
-    return await handlers.list_items(
-        deps,
-        who,
-        handlers.AUDIT,
-        {
-            "team_id": team_id,
-            "target_type": target_type,
-            "target_id": target_id,
-            "since_version": since_version,
-        },
-        limit,
-        cursor,
-    )
 
 
 # --- config --------------------------------------------------------------------------

@@ -217,7 +217,7 @@ Change = Callable[[Deps, Principal, str, Any, set[int] | None], Awaitable[Change
 Delete = Callable[[Deps, Principal, str, set[int] | None], Awaitable[Changed[Any]]]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Routes:
     """One resource of the admin API: where it lives, what its operations are called, what
     they take and answer, and the handlers behind them.
@@ -234,13 +234,16 @@ class Routes:
     """
 
     collection: str
-    tag: str
     one: str
-    many: str
     resource: handlers.Resource[BaseModel]
     filters: Mapping[str, Any] = field(default_factory=dict)
     """The listing's query parameters besides ``limit`` and ``cursor``: name → type."""
-    id_param: str = "id"
+    tag: str = ""
+    """The OpenAPI tag; the collection when empty."""
+    many: str = ""
+    """Names the listing (``list_<many>``); the collection when empty."""
+    id_param: str = ""
+    """The path parameter naming one object; ``<one>_id`` when empty."""
     id_template: str = ""
     """The id's part of the item path; ``{<id_param>}`` when empty."""
     get: bool = True
@@ -251,6 +254,11 @@ class Routes:
     change_method: str = "PATCH"
     change_verb: str = "update"
     delete: Delete | None = None
+
+    def __post_init__(self) -> None:
+        self.tag = self.tag or self.collection
+        self.many = self.many or self.collection
+        self.id_param = self.id_param or f"{self.one}_id"
 
 
 def add_routes(router: APIRouter, routes: Routes) -> None:
@@ -378,28 +386,22 @@ def _add_delete(router: APIRouter, routes: Routes, path: str, delete: Delete) ->
 RESOURCES = (
     Routes(
         collection="teams",
-        tag="teams",
         one="team",
-        many="teams",
         resource=handlers.TEAMS,
         filters={"name": Filter},
-        id_param="team_id",
         create=(TeamCreate, handlers.create_team),
         change=(TeamPatch, handlers.update_team),
         delete=handlers.delete_team,
     ),
     Routes(
         collection="users",
-        tag="users",
         one="user",
-        many="users",
         resource=handlers.USERS,
         filters={
             "team_id": Filter,
             "email": Filter,
             "role": Literal["admin", "team_admin", "member"] | None,
         },
-        id_param="user_id",
         create=(UserCreate, handlers.create_user),
         change=(UserPatch, handlers.update_user),
         delete=handlers.delete_user,
@@ -408,48 +410,36 @@ RESOURCES = (
     # (lookup, rotate and revoke are below)
     Routes(
         collection="keys",
-        tag="keys",
         one="key",
-        many="keys",
         resource=handlers.KEYS,
         filters={"team_id": Filter, "user_id": Filter, "name": Filter, "active": bool | None},
-        id_param="key_id",
         create=(KeyCreate, handlers.create_key),
         created=KeyCreated,
         change=(KeyPatch, handlers.update_key),
     ),
     Routes(
         collection="aliases",
-        tag="aliases",
         one="alias",
-        many="aliases",
         resource=handlers.ALIASES,
         filters={"team_id": Filter, "name": Filter, "scope": Literal["global", "team"] | None},
-        id_param="alias_id",
         create=(AliasCreate, handlers.create_alias),
         change=(AliasPatch, handlers.update_alias),
         delete=handlers.delete_alias,
     ),
     Routes(
         collection="quotas",
-        tag="quotas",
         one="quota",
-        many="quotas",
         resource=handlers.QUOTAS,
         filters={"team_id": Filter, "scope": Literal["team", "key"] | None, "subject_id": Filter},
-        id_param="quota_id",
         create=(QuotaCreate, handlers.create_quota),
         change=(QuotaPatch, handlers.update_quota),
         delete=handlers.delete_quota,
     ),
     Routes(
         collection="backends",
-        tag="backends",
         one="backend",
-        many="backends",
         resource=handlers.BACKENDS,
         filters={"name": Filter, "kind": Filter, "tag": Filter},
-        id_param="backend_id",
         create=(BackendCreate, handlers.create_backend),
         change=(BackendPatch, handlers.update_backend),
         delete=handlers.delete_backend,
@@ -457,9 +447,7 @@ RESOURCES = (
     # a price is named by its model (which may hold "/"), has no create, and is set whole
     Routes(
         collection="prices",
-        tag="prices",
         one="price",
-        many="prices",
         resource=handlers.PRICES,
         filters={"model": Filter},
         id_param="model",
@@ -476,7 +464,6 @@ RESOURCES = (
         many="rules",
         resource=handlers.RULES,
         filters={"name": Filter, "alias": Filter},
-        id_param="rule_id",
         create=(RuleCreate, handlers.create_rule),
         change=(RulePatch, handlers.update_rule),
         delete=handlers.delete_rule,
@@ -484,9 +471,7 @@ RESOURCES = (
     # the audit log is only listed
     Routes(
         collection="audit",
-        tag="audit",
         one="audit",
-        many="audit",
         resource=handlers.AUDIT,
         filters={
             "team_id": Filter,

@@ -31,6 +31,16 @@ class SampleSettings(ServiceSettings):
 
     http_port: int = 0
     deps: str = "nats,redis,postgres"
+    stubborn_task: bool = False  # a background task that swallows every cancellation
+
+
+async def stubborn() -> None:
+    """What a library bug can leave behind: a task that no cancel ends."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue
 
 
 async def slow(seconds: float) -> dict[str, float]:
@@ -47,6 +57,7 @@ async def work() -> dict[str, bool]:
 
 def create_app(settings: SampleSettings) -> Service:
     deps = set(settings.deps.split(","))
+    background: set[asyncio.Task[None]] = set()
     health = Health("sample")
     infra = Infra.for_service(
         "sample",
@@ -62,6 +73,8 @@ def create_app(settings: SampleSettings) -> Service:
 
     async def startup() -> None:
         await infra.connect(settings.startup_timeout_s)
+        if settings.stubborn_task:
+            background.add(asyncio.create_task(stubborn(), name="stubborn"))
 
     return Service("sample", app, settings, startup, infra.close)
 

@@ -16,7 +16,7 @@ from hyperinfer.runtime.testing.servers import free_port
 pytestmark = pytest.mark.slow
 
 
-def start_sample(start_service: Callable[..., Any], grace_s: float) -> Any:
+def start_sample(start_service: Callable[..., Any], grace_s: float, **env: Any) -> Any:
     port = free_port()
     svc = start_service(
         "sample",
@@ -24,6 +24,7 @@ def start_sample(start_service: Callable[..., Any], grace_s: float) -> Any:
         HYPERINFER_SAMPLE_HTTP_PORT=port,
         HYPERINFER_SAMPLE_DEPS="",
         HYPERINFER_SHUTDOWN_GRACE_S=grace_s,
+        **env,
     )
     svc.wait_status("/health", 200)
     return svc
@@ -112,4 +113,16 @@ def test_idle_service_exits_0_on_signal(start_service: Callable[..., Any], sig: 
     svc = start_sample(start_service, grace_s=10)
     svc.proc.send_signal(sig)
     assert svc.wait_exit(10) == 0
+    assert log_messages(svc)[-1] == "stopped"
+
+
+def test_a_task_that_swallows_cancellation_does_not_keep_the_process_alive(
+    start_service: Callable[..., Any],
+) -> None:
+    svc = start_sample(start_service, grace_s=1, HYPERINFER_SAMPLE_STUBBORN_TASK="1")
+    svc.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    assert svc.wait_exit(20) == 0
+    assert time.monotonic() - sent < 8  # grace (1 s) + the bounded re-cancelling (2 s)
+    assert "tasks did not stop; exiting without them" in log_messages(svc)
     assert log_messages(svc)[-1] == "stopped"

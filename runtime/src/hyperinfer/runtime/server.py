@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import os
 import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -30,6 +32,7 @@ from hyperinfer.runtime.tracing import configure_tracing
 log = get_logger(__name__)
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 Hook = Callable[[], Awaitable[None]]
+_CANCEL_GRACE_S = 2.0
 
 
 async def _nothing() -> None:
@@ -99,12 +102,41 @@ async def serve(service: Service) -> None:
         log.info("listening", extra={"addr": f"{settings.http_host}:{sock.getsockname()[1]}"})
         await server.serve(sockets=[sock])
     finally:
-        try:
-            await asyncio.wait_for(service.shutdown(), settings.shutdown_grace_s)
-        except TimeoutError:
+        shutdown: asyncio.Future[None] = asyncio.ensure_future(service.shutdown())
+        if not await _finish(shutdown, settings.shutdown_grace_s):
             log.warning("shutdown exceeded grace period; exiting anyway")
         sock.close()
+        await _stop_leftovers()
     log.info("stopped")
+
+
+async def _finish(task: asyncio.Future[Any], timeout_s: float) -> bool:
+    """Let ``task`` finish within ``timeout_s``, then cancel it until it is done (bounded).
+
+    Not ``wait_for``: in Python 3.11 it, and redis-py, can swallow a cancellation,
+    leaving a task that never ends and a process that never exits.
+    """
+    await asyncio.wait({task}, timeout=timeout_s)
+    deadline = asyncio.get_running_loop().time() + _CANCEL_GRACE_S
+    while not task.done() and asyncio.get_running_loop().time() < deadline:
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.05)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.warning("shutting down: %r", task.exception())
+    return task.done() and not task.cancelled()
+
+
+async def _stop_leftovers() -> None:
+    """Cancel what is still running; a task that will not stop must not keep us alive."""
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    results = await asyncio.gather(*(_finish(t, 0) for t in left))
+    stuck = [t.get_name() for t, _ in zip(left, results, strict=True) if not t.done()]
+    if stuck:
+        log.warning("tasks did not stop; exiting without them", extra={"tasks": stuck})
+        log.info("stopped")
+        logging.shutdown()
+        os._exit(0)  # asyncio.run would wait for them for ever
 
 
 def _request_exit(server: uvicorn.Server, sig: signal.Signals) -> None:

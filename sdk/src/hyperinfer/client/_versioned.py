@@ -27,6 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from hyperinfer.client.lifecycle import stop_task
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
@@ -155,11 +156,8 @@ class DocumentWatcher(Generic[DocT]):
         """Stop watching. Also when redis-py turns the cancellation into a connection
         error (it does, mid-read): the loop checks ``_stopping`` and ends."""
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         self.connected = False
 
     async def refresh(self) -> bool:

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 from hyperinfer.client import DataPlaneOptions, HyperInferClient
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_tasks
 from hyperinfer.contracts import Priority
 from hyperinfer.contracts.jobs import v1 as jobs_v1
 from hyperinfer.event_pipeline import api, handlers
@@ -82,6 +83,7 @@ class SchemaGate:
                 await self.check()
                 return
             except Exception as exc:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 if not told:
                     log.warning("worker waits for the schema", extra={"reason": str(exc)})
                     told = True
@@ -346,9 +348,7 @@ async def _start(
 
 
 async def _stop(p: Pipeline, grace_s: float) -> None:
-    for task in p.background:
-        task.cancel()
-    await asyncio.gather(*p.background, return_exceptions=True)
+    await stop_tasks(list(p.background), grace_s)
     if p.worker is not None:
         await p.worker.stop(grace_s)
     if p.engine is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_tasks
 from hyperinfer.contracts import ContractError, Envelope, Priority, decode_envelope
 from hyperinfer.event_pipeline.dlq import DeadLetterer
 from hyperinfer.event_pipeline.domain import SHARED, Backoff, SlotScheduler
@@ -124,15 +125,11 @@ class WorkerPool:
     async def stop(self, grace_s: float) -> None:
         """Stop fetching; finish running jobs within ``grace_s``; nak what is left."""
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks), grace_s)
         if self._running:
             await asyncio.wait(set(self._running), timeout=grace_s)
         leftover = list(self._running.items())
-        for task, _ in leftover:
-            task.cancel()
-        await asyncio.gather(*(t for t, _ in leftover), return_exceptions=True)
+        await stop_tasks([t for t, _ in leftover], grace_s)
         for _, (delivery, _) in leftover:
             with contextlib.suppress(Exception):
                 await delivery.nak(0)
@@ -151,6 +148,7 @@ class WorkerPool:
             try:
                 started = await self._fill(free)
             except Exception as exc:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 log.warning("fetch failed", extra={"error": f"{type(exc).__name__}: {exc}"})
                 started = 0
                 idle = self._config.idle_poll_max_s

@@ -9,12 +9,10 @@ of the backends the config snapshot names (see ``engines`` for the convention).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 from hyperinfer.client.config_agent import ConfigAgent
+from hyperinfer.client.lifecycle import stop_tasks
 from hyperinfer.contracts import names
 from hyperinfer.contracts.backend.v1 import EVENT_STATE, BackendStateReported
 from hyperinfer.contracts.gpu.v1 import EVENT_METRICS, GpuMetricsReported
@@ -86,27 +84,11 @@ def create_app(
         tasks.append(asyncio.create_task(engines.run(), name="engine-scrape"))
 
     async def shutdown() -> None:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await stop_within(agent.stop(), settings.shutdown_grace_s / 2, "config agent")
+        await stop_tasks(tasks, settings.shutdown_grace_s / 2)
+        await agent.stop()  # bounded: the watcher stops its task with stop_task
         await client.close()
         await gpu.close()
         await bus.close()
         await infra.close()
 
     return Service(SERVICE, app, settings, startup, shutdown)
-
-
-async def stop_within(stopping: Coroutine[Any, Any, None], timeout_s: float, what: str) -> None:
-    """Await ``stopping`` for at most ``timeout_s``; log and move on if it hangs.
-
-    The client library's document watcher can swallow a cancellation (a Redis read
-    converting it), so its ``stop()`` may never return; shutdown must not hang on it.
-    """
-    task = asyncio.ensure_future(stopping)
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not done:
-        log.warning("%s did not stop within %.1fs; leaving it", what, timeout_s)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from hyperinfer.client.lifecycle import raise_if_cancelled
 from hyperinfer.contracts import utc_now
 from hyperinfer.contracts.backend.v1 import BackendStateReported
 from hyperinfer.contracts.gpu.v1 import GpuMetricsReported
@@ -34,6 +35,7 @@ async def run_every(interval_s: float, step: Callable[[], Awaitable[Any]], what:
         except asyncio.CancelledError:
             raise
         except Exception:
+            raise_if_cancelled()  # a cancel a library turned into an error
             log.exception("%s failed; retrying next round", what)
         await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.runtime import get_logger
 
 log = get_logger(__name__)
@@ -30,11 +30,8 @@ class Periodic:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -42,6 +39,7 @@ class Periodic:
             try:
                 await self._job()
             except Exception as exc:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 if self._stopping:  # a client library turned our cancellation into an error
                     return
                 self.failures += 1

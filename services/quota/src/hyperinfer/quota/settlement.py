@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.client.quota import BudgetRule, QuotaIndex, budget_key, period_bounds, to_us
 from hyperinfer.client.quota._keys import Scope
 from hyperinfer.contracts import ContractError, decode_envelope, names
@@ -92,10 +93,8 @@ class Settlement:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     def status(self) -> dict[str, object]:
         return {"processed": self.processed, "last_error": self.last_error}
@@ -113,6 +112,7 @@ class Settlement:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 if self._stopping:  # a client library turned our cancellation into an error
                     return
                 if self.last_error is None:

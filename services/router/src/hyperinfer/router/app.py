@@ -8,14 +8,13 @@ plane, NATS ``hyperinfer.router.v1.table``), ``/v1/routing/explain``, ``/metrics
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from hyperinfer.client.config_agent import ConfigAgent
+from hyperinfer.client.lifecycle import stop_tasks
 from hyperinfer.contracts.config.v1 import ConfigSnapshot
 from hyperinfer.router import api
 from hyperinfer.router.bus import subscribe
@@ -82,25 +81,10 @@ def create_app(
         tasks.append(asyncio.create_task(publisher.run(), name="routing-table"))
 
     async def shutdown() -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks, settings.shutdown_grace_s / 2)
         await publisher.resign()
-        await stop_within(agent.stop(), settings.shutdown_grace_s / 2, "config agent")
+        await agent.stop()  # bounded: the watcher stops its task with stop_task
         await bus.close()
         await infra.close()
 
     return Service(SERVICE, app, settings, startup, shutdown)
-
-
-async def stop_within(stopping: Coroutine[Any, Any, None], timeout_s: float, what: str) -> None:
-    """Await ``stopping`` for at most ``timeout_s``; log and move on if it hangs.
-
-    The client library's document watcher can swallow a cancellation (a Redis read
-    converting it), so its ``stop()`` may never return; shutdown must not hang on it.
-    """
-    task = asyncio.ensure_future(stopping)
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not done:
-        log.warning("%s did not stop within %.1fs; leaving it", what, timeout_s)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from hyperinfer.client.lifecycle import raise_if_cancelled
 from hyperinfer.client.routing_table import empty_table, store_routing_table
 from hyperinfer.contracts import names, utc_now
 from hyperinfer.contracts.config.v1 import ConfigSnapshot
@@ -176,6 +177,7 @@ class TablePublisher:
             try:
                 await self.tick()
             except Exception:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 log.exception("routing decision failed; retrying next round")
 
     async def resign(self) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.runtime import get_logger
 from hyperinfer.runtime.tracing import extract_from
 from hyperinfer.telemetry.adapters.redis_stream import UsageStream, is_missing_group
@@ -122,9 +123,7 @@ class Ledger:
             return
         done, _ = await asyncio.wait({self._task}, timeout=timeout_s)
         if not done:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         self._task = None
 
     async def run(self) -> None:
@@ -139,12 +138,14 @@ class Ledger:
                     await self._settle_and_prefetch(batch)
                 backoff.reset()
             except (RedisError, OSError) as exc:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 if isinstance(exc, ResponseError) and is_missing_group(exc):
                     await self._recreate_group()
                     continue
                 self._fail(f"redis: {type(exc).__name__}: {exc}")
                 await self._sleep(backoff.next())
             except Exception:  # a bug must not stop the ledger: the batch is re-read
+                raise_if_cancelled()  # a cancel a library turned into an error
                 log.exception("ledger batch failed unexpectedly; its entries will be retried")
                 self._own_cursor = "0"
                 await self._sleep(backoff.next())
@@ -157,6 +158,7 @@ class Ledger:
                 await self._stream.ensure_group()
                 return
             except (RedisError, OSError) as exc:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 self._fail(f"redis: {type(exc).__name__}: {exc}")
                 await self._sleep(backoff.next())
 
@@ -342,6 +344,7 @@ class Ledger:
             try:
                 result = await op()
             except (RedisError, OSError) as exc:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 self._fail(f"redis: {type(exc).__name__}: {exc}")
                 await self._sleep(backoff.next(), force=True)
                 continue

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.runtime import get_logger
 
 log = get_logger(__name__)
@@ -26,11 +26,8 @@ class Periodic:
             self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
@@ -38,6 +35,7 @@ class Periodic:
                 await self._job()
                 self.last_error = None
             except Exception as exc:
+                raise_if_cancelled()  # a cancel a library turned into an error
                 first = self.last_error is None
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 if first:  # one line per outage, not one per tick

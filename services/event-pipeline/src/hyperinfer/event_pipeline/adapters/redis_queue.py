@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from hyperinfer.client.lifecycle import stop_task
 from hyperinfer.contracts import Priority, names
 from hyperinfer.event_pipeline.errors import QueueFull, QueueUnavailable
 from hyperinfer.event_pipeline.ports import (
@@ -302,11 +302,8 @@ class RedisQueue:
         await self.delay(priority, entry_id, fields, 0)
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await stop_task(self._sweeper)
+        self._sweeper = None
 
 
 class RedisDeadLetters:

@@ -507,3 +507,19 @@ async def test_published_version_is_reported_in_health_and_metrics(
     assert detailed["config"]["version"] == version
     metrics = (await admin.get("/metrics")).text
     assert f"hyperinfer_config_version_applied {float(version)}" in metrics
+
+
+async def test_booleans_are_not_amounts_or_counts(
+    admin: httpx.AsyncClient, postgres_dsn: str
+) -> None:
+    """JSON true/false must not pass as 1/0 for money or limits (schemathesis found it)."""
+    await make_team(admin, "acme")
+    before = await audit_count(postgres_dsn)
+    price = {"input_per_mtok_micros": False, "output_per_mtok_micros": 1}
+    r = await admin.put("/v1/admin/prices/m", json=price)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == PROBLEM
+    quota = {"scope": "team", "subject_id": "acme", "team_id": "acme", "rpm": True}
+    r = await admin.post("/v1/admin/quotas", json=quota)
+    assert r.status_code == 422, r.text
+    assert await audit_count(postgres_dsn) == before

@@ -36,8 +36,8 @@ Scope = Annotated[
 Tag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:=/-]{0,63}$")]
 AliasName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,127}$")]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Micros = Annotated[int, Field(ge=0, le=MAX_MICROS)]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Micros = Annotated[int, Field(ge=0, le=MAX_MICROS, strict=True)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT, strict=True)]  # strict: true/false are not numbers
 CredentialName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 CredentialValue = Annotated[str, StringConstraints(min_length=1, max_length=8192)]
 Credentials = Annotated[dict[CredentialName, CredentialValue], Field(max_length=16)]

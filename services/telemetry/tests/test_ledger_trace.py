@@ -37,8 +37,10 @@ async def test_a_producer_trace_id_reaches_the_ledger_write_span(
         ],
     )
 
-    async def written() -> bool:
-        return sum(s.name == "usage.recorded ledger write" for s in spans.get_finished_spans()) == 2
+    async def written() -> bool:  # the per-event spans end before their batch span does
+        finished = [s.name for s in spans.get_finished_spans()]
+        per_event = finished.count("usage.recorded ledger write")
+        return per_event == 2 and "usage ledger write" in finished
 
     await eventually(written, what="ledger-write spans exported")
     finished = spans.get_finished_spans()

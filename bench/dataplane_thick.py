@@ -3,13 +3,16 @@
 In one process, at concurrency 1, against the benchmark's fake upstream, alternating in
 blocks of 100 so drift hits both sides alike:
 
-- **bare**: the provider adapter alone (``OpenAICompatibleProvider.chat``), the floor;
+- **bare**: the provider adapter alone (``OpenAICompatibleProvider.chat``);
+- **bare + reserve**: the quota reserve script (the client's own limiter, one EVALSHA on
+  the hot-path connection) then the same provider call: the floor of any client that
+  reserves quota in Redis before calling, with nothing else;
 - **client**: ``HyperInferClient.chat_raw`` (auth + route + quota EVALSHA + the same
   provider call + settle/usage queued off the path);
 - **client typed**: ``HyperInferClient.chat`` (the same, plus the pydantic response model).
 
-Overhead = p50(client) - p50(bare). Measured on the default asyncio loop and on uvloop
-(the caller's choice for an in-process client).
+Overhead = p50(client) - p50(bare); of which the floor is p50(bare + reserve) - p50(bare).
+Measured on the default asyncio loop and on uvloop (the caller's choice).
 """
 
 from __future__ import annotations
@@ -45,9 +48,31 @@ async def _measure(redis_url: str, api_key: str, alias: str, requests: int) -> d
     provider = OpenAICompatibleProvider(PoolLimits())
     backend = client.dataplane.config.snapshot.backends["fake"]
     upstream = Upstream(backend=backend, model=backend.models[0], timeout_s=30)
-    samples: dict[str, list[float]] = {"bare": [], "client": [], "client_typed": []}
+    plane = client.dataplane
+    caller = plane.authenticate(api_key)
+    limits = plane.index.limits(caller)
+    counter = iter(range(10**9))
+
+    async def bare_plus_reserve() -> Any:
+        await plane.limiter.reserve(
+            request_id=f"floor-{next(counter)}",
+            team_id=caller.team_id,
+            key_id=caller.key_id,
+            tokens=1024,
+            cost_micros=1,
+            limits=limits,
+        )
+        return await provider.chat(upstream, dict(request))
+
+    samples: dict[str, list[float]] = {
+        "bare": [],
+        "bare_plus_reserve": [],
+        "client": [],
+        "client_typed": [],
+    }
     calls = {
         "bare": lambda: provider.chat(upstream, dict(request)),
+        "bare_plus_reserve": bare_plus_reserve,
         "client": lambda: client.chat_raw(dict(request)),
         "client_typed": lambda: client.chat(dict(request)),
     }
@@ -66,6 +91,7 @@ async def _measure(redis_url: str, api_key: str, alias: str, requests: int) -> d
         "p50_us": {k: round(v, 1) for k, v in p50.items()},
         "p99_us": {k: round(_pct(v, 0.99) * 1e6, 1) for k, v in samples.items()},
         "overhead_p50_us": round(p50["client"] - p50["bare"], 1),
+        "floor_p50_us": round(p50["bare_plus_reserve"] - p50["bare"], 1),
         "overhead_typed_p50_us": round(p50["client_typed"] - p50["bare"], 1),
     }
 

@@ -156,7 +156,8 @@ async def test_a_request_is_one_trace_from_ingress_to_ledger_write(
     assert upstream.attributes["hyperinfer.backend.id"] == "primary"
     assert producer.kind == SpanKind.PRODUCER
     # the event carries the PRODUCER span's context; the ledger write continues it
-    traceparent = f"00-{CALLER_TRACE:032x}-{producer.context.span_id:016x}-01"
+    flags = int(producer.context.trace_flags)
+    traceparent = f"00-{CALLER_TRACE:032x}-{producer.context.span_id:016x}-{flags:02x}"
     assert entry[1][b"traceparent"].decode() == traceparent
     assert ledger.context.trace_id == CALLER_TRACE
     assert ledger.parent is not None

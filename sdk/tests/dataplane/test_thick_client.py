@@ -23,6 +23,9 @@ from hyperinfer.client.testing.fake_upstream import FakeUpstream
 from hyperinfer.client.testing.scenario import Scenario
 from hyperinfer.contracts import Envelope, names, utc_now
 from hyperinfer.contracts.usage.v1 import UsageRecorded
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from .conftest import ClientFactory, usage_events
 
@@ -270,3 +273,44 @@ async def test_client_without_started_config_waits_for_it(
     finally:
         await client.aclose()
     assert answer.choices[0].message.content == "echo: hello there"
+
+
+async def test_a_traced_client_adds_its_spans_under_the_callers(
+    fake: FakeUpstream, make_client: ClientFactory, redis: aioredis.Redis
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("app")
+    client = await make_client(world_for(fake), tracer=tracer)
+    with tracer.start_as_current_span("agent step") as step:
+        await client.chat({"model": "small", "messages": HELLO})
+    await client.flush()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    assert set(spans) == {
+        "agent step",
+        "quota reserve",
+        "chat fake-model",
+        "usage.recorded publish",
+    }
+    for name in ("quota reserve", "chat fake-model", "usage.recorded publish"):
+        parent = spans[name].parent
+        assert parent is not None
+        assert parent.span_id == step.get_span_context().span_id
+    producer = spans["usage.recorded publish"].context
+    (entry,) = await redis.xrange(names.USAGE_STREAM)
+    flags = int(producer.trace_flags)
+    expected = f"00-{producer.trace_id:032x}-{producer.span_id:016x}-{flags:02x}"
+    assert entry[1][b"traceparent"].decode() == expected
+    assert orjson.loads(entry[1][b"envelope"])["traceparent"] == expected
+
+
+async def test_an_untraced_client_sends_no_traceparent(
+    fake: FakeUpstream, make_client: ClientFactory, redis: aioredis.Redis
+) -> None:
+    client = await make_client(world_for(fake))
+    await client.chat({"model": "small", "messages": HELLO})
+    await client.flush()
+    (entry,) = await redis.xrange(names.USAGE_STREAM)
+    assert b"traceparent" not in entry[1]
+    assert orjson.loads(entry[1][b"envelope"])["traceparent"] is None

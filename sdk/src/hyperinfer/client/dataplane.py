@@ -103,8 +103,13 @@ class Outcome:
 
     body: dict[str, Any]
     request_id: str
-    headers: dict[str, str]
+    reservation: Reservation
     draft: UsageDraft
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``x-ratelimit-*`` (formatted only when asked: a thick client never does)."""
+        return self.reservation.headers()
 
 
 class DataPlane:
@@ -212,7 +217,7 @@ class DataPlane:
         if cache_key is not None and self.cache is not None and cache_ttl_s:
             with contextlib.suppress(Exception):  # a cache failure is never the caller's
                 await self.cache.set(cache_key, body, cache_ttl_s)
-        return Outcome(body, draft.request_id, reservation.headers(), draft)
+        return Outcome(body, draft.request_id, reservation, draft)
 
     async def open_chat_stream(
         self,
@@ -278,7 +283,7 @@ class DataPlane:
         else:
             draft.completion_tokens = 0
         self._finish(draft)
-        return Outcome(body, draft.request_id, reservation.headers(), draft)
+        return Outcome(body, draft.request_id, reservation, draft)
 
     # --- the steps --------------------------------------------------------------------------
     def _plan(
@@ -460,7 +465,7 @@ class DataPlane:
         draft.prompt_tokens = draft.completion_tokens = 0  # nothing was generated
         draft.model = str(cached.get("model", ""))
         self._finish(draft)
-        return Outcome(cached, draft.request_id, reservation.headers(), draft)
+        return Outcome(cached, draft.request_id, reservation, draft)
 
 
 class ChatStream:

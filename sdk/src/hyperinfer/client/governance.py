@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 API_SCOPES = {"chat": frozenset({"chat", "messages"}), "embeddings": frozenset({"embeddings"})}
 API_SCOPES["inference"] = API_SCOPES["chat"] | API_SCOPES["embeddings"]
 MODEL_SCOPE_PREFIX = "model:"
+KNOWN_KEYS = 10_000  # authenticated keys remembered per snapshot (only valid ones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,8 @@ class GovernanceIndex:
         self.price_version = snapshot.price_version
         self.quota = QuotaIndex.from_snapshot(snapshot)
         self._callers = {h: _caller(k) for h, k in snapshot.keys.items() if k.active}
+        self._known: dict[str, Caller] = {}
+        """Keys that authenticated under this snapshot, by key: an HMAC per request saved."""
         self._upstreams = _upstreams(snapshot, cipher)
         self._plans = _plans(snapshot, table, self._upstreams)
 
@@ -147,9 +150,14 @@ class GovernanceIndex:
             raise AuthenticationFailed(
                 "Missing API key: send it as 'Authorization: Bearer <key>' or 'x-api-key'."
             )
-        caller = self._callers.get(hash_api_key(api_key, self.salt))
+        caller = self._known.get(api_key)
         if caller is None:
-            raise AuthenticationFailed("Invalid API key.")
+            caller = self._callers.get(hash_api_key(api_key, self.salt))
+            if caller is None:
+                raise AuthenticationFailed("Invalid API key.")
+            if len(self._known) >= KNOWN_KEYS:
+                self._known.clear()
+            self._known[api_key] = caller
         if caller.expires_at is not None and time.time() >= caller.expires_at:
             raise AuthenticationFailed("API key expired.", code="api_key_expired")
         return caller

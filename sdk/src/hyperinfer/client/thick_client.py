@@ -15,13 +15,16 @@ the usage event (``origin="client"``) emitted in the background. Errors are the
 ``hyperinfer.client.errors`` tree (``RateLimited``, ``ModelNotFound``, ...).
 
 Upstream credentials are decrypted with ``credentials_key`` (default: the environment
-variable ``HYPERINFER_CREDENTIALS_KEY`` when set).
+variable ``HYPERINFER_CREDENTIALS_KEY`` when set). Given ``tracer=`` (OpenTelemetry), a
+request adds its quota, upstream-attempt and usage-event spans under the application's
+current span (``hyperinfer.client.spans``); without one, it makes none.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -37,6 +40,7 @@ from hyperinfer.client.dataplane import (
     ResponseCacheHook,
     hot_path_redis_pool,
 )
+from hyperinfer.client.governance import Caller, GovernanceIndex
 from hyperinfer.client.models import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -48,6 +52,7 @@ from hyperinfer.client.quota import QuotaLimiter
 from hyperinfer.client.resp import RespClient
 from hyperinfer.client.routing_table import RoutingTableAgent
 from hyperinfer.client.usage import UsageRecorder
+from opentelemetry import trace
 from pydantic import BaseModel
 
 Request = BaseModel | Mapping[str, Any]
@@ -66,6 +71,7 @@ class HyperInferClient:
         cache_key: CacheKey | None = None,
         wait_config_s: float = 5.0,
         require_budgets_loaded: bool = True,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.api_key = api_key
         self._wait_config_s = wait_config_s
@@ -90,8 +96,10 @@ class HyperInferClient:
             cache=cache,
             cache_key=cache_key,
             options=options or DataPlaneOptions(origin="client"),
+            tracer=tracer,
         )
         self._started = False
+        self._auth: tuple[GovernanceIndex, Caller] | None = None
 
     async def start(self) -> HyperInferClient:
         """Load config and routing (waits up to ``wait_config_s``); idempotent."""
@@ -124,11 +132,21 @@ class HyperInferClient:
         self, request: Request, *, cache_ttl_s: float | None = None
     ) -> dict[str, Any]:
         """One chat completion as the plain OpenAI dict (no model validation)."""
-        await self.start()
+        if not self._started:
+            await self.start()
         plane = self.dataplane
-        caller = plane.authenticate(self.api_key)
-        outcome = await plane.chat(caller, as_request(request), cache_ttl_s=cache_ttl_s)
+        outcome = await plane.chat(self._caller(), as_request(request), cache_ttl_s=cache_ttl_s)
         return outcome.body
+
+    def _caller(self) -> Caller:
+        """This client's key, authenticated once per config snapshot (expiry every time)."""
+        index = self.dataplane.index
+        if self._auth is None or self._auth[0] is not index:
+            self._auth = (index, self.dataplane.authenticate(self.api_key))
+        caller = self._auth[1]
+        if caller.expires_at is not None and time.time() >= caller.expires_at:
+            return self.dataplane.authenticate(self.api_key)  # raises: expired
+        return caller
 
     async def chat(self, request: Request, *, cache_ttl_s: float | None = None) -> ChatCompletion:
         """One chat completion (``stream`` in the request is ignored: see ``chat_stream``)."""

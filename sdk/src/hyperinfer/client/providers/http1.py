@@ -256,6 +256,11 @@ class Http1Response:
                 )
 
     async def read(self, deadline: float | None = None) -> bytes:
+        conn = self._conn
+        if conn.complete and conn.error is None and self._decoder is None:
+            data = conn.take() if conn.chunks else b""  # all there already: the usual case
+            self._finish()
+            return data
         return b"".join([chunk async for chunk in self.chunks(deadline)])
 
     def _decode(self, data: bytes) -> bytes:

@@ -85,7 +85,7 @@ async def start(
     """Start the service (``create_app``) on the parametrized backend with overrides."""
     started: list[Running] = []
 
-    async def starter(**overrides: Any) -> Running:
+    async def starter(chat: FakeChatRunner | None = None, **overrides: Any) -> Running:
         values: dict[str, Any] = {
             "backend": request.param,
             "nats_url": nats_url,
@@ -103,7 +103,7 @@ async def start(
             "dlq_replay_rate_per_s": 2,
             **overrides,
         }
-        chat = FakeChatRunner()
+        chat = chat or FakeChatRunner()
         service = create_app(EventPipelineSettings(**values), chat=chat)
         await service.startup()
         transport = httpx.ASGITransport(app=service.app)
@@ -341,3 +341,49 @@ async def _bus_dead_letter(nats_url: str, subject: str = names.QUOTA_CHECK) -> N
     await asyncio.sleep(0.2)
     await bus.close()
     await conn.close()
+
+
+class GatedChat(FakeChatRunner):
+    """A chat that answers only when the test opens the gate: a long upstream call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def run_chat(
+        self, request: dict[str, Any], *, team_id: str, api_key_id: str
+    ) -> dict[str, Any]:
+        answer = await super().run_chat(request, team_id=team_id, api_key_id=api_key_id)
+        await self.gate.wait()
+        return answer
+
+
+async def test_a_long_chat_holds_no_database_transaction(start: Starter) -> None:
+    chat = GatedChat()
+    run = await start(chat=chat)
+    request = jobs_v1.InferenceRequested(
+        job_id="long", api_key_id="k", team_id="t", request={"model": "m", "messages": []}
+    )
+    r = await run.http.post("/internal/events", content=job("inference.requested", request))
+    assert r.status_code == 202
+    await until(lambda: len(chat.calls) == 1, 10, "the chat started")
+
+    in_transaction = await run.pg.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND state LIKE 'idle in transaction%'"
+    )
+    assert in_transaction == 0  # the upstream call runs before the transaction opens
+    for n in range(3):  # other jobs keep flowing meanwhile
+        await run.http.post("/internal/events", content=job("audit.record", audit(f"t{n}")))
+
+    async def audited() -> bool:
+        return await run.pg.fetchval("SELECT count(*) FROM audit_log") == 3
+
+    await until(audited, 10, "audit rows while the chat waits")
+    chat.gate.set()
+
+    async def stored() -> bool:
+        status = await run.pg.fetchval("SELECT status FROM inference_jobs WHERE job_id = 'long'")
+        return status == "ok"
+
+    await until(stored, 10, "the chat's result")

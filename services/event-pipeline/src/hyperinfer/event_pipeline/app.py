@@ -149,13 +149,15 @@ def build_handlers(
     return {
         jobs_v1.TYPE_AUDIT_RECORD: Registration(handlers.record_audit),
         jobs_v1.TYPE_INFERENCE_REQUESTED: Registration(
-            functools.partial(handlers.run_inference, chat=chat, emit=emit)
+            functools.partial(handlers.run_inference, emit=emit),
+            prepare=functools.partial(handlers.prepare_inference, chat=chat),
         ),
         jobs_v1.TYPE_INFERENCE_COMPLETED: Registration(
             functools.partial(handlers.complete_inference, emit=emit)
         ),
         jobs_v1.TYPE_WEBHOOK_DELIVER: Registration(
-            functools.partial(handlers.deliver_webhook, sender=sender, secret=secret)
+            handlers.record_delivery,
+            prepare=functools.partial(handlers.deliver_webhook, sender=sender, secret=secret),
         ),
         jobs_v1.TYPE_QUOTA_ALERT: Registration(
             functools.partial(

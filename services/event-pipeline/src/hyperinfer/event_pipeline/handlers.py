@@ -2,12 +2,14 @@
 
 ``app.py`` binds the dependencies and registers each one per event type:
 
-- ``inference.requested`` → ``run_inference``: runs the chat through the data plane,
-  stores the result (``inference_jobs``) and emits ``inference.completed`` in the
-  same transaction as the ``processed_events`` claim;
+- ``inference.requested`` → ``prepare_inference`` runs the chat through the data plane
+  (no transaction open: a long answer holds no PostgreSQL connection), then
+  ``run_inference`` stores the result (``inference_jobs``) and emits
+  ``inference.completed`` in the same transaction as the ``processed_events`` claim;
 - ``inference.completed`` → ``complete_inference``: queues the requester's webhook;
-- ``webhook.deliver`` → ``deliver_webhook``: a signed POST (HMAC-SHA256 over
-  ``<timestamp>.<body>``); 4xx is permanent except 408/429, the rest is retried;
+- ``webhook.deliver`` → ``deliver_webhook`` (before the transaction): a signed POST
+  (HMAC-SHA256 over ``<timestamp>.<body>``); 4xx is permanent except 408/429, the
+  rest is retried; ``record_delivery`` then records the event id;
 - ``audit.record`` → ``record_audit``: one ``audit_log`` row;
 - ``quota.alert`` → ``fan_out_quota_alert``: one ``webhook.deliver`` job per configured
   URL and the alert on each configured subject.
@@ -22,6 +24,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -69,9 +72,17 @@ async def record_audit(env: Envelope[Any], ctx: JobContext) -> None:
 
 
 # --- inference.requested / inference.completed ------------------------------------------
-async def run_inference(
-    env: Envelope[Any], ctx: JobContext, *, chat: ChatRunner | None, emit: Emit
-) -> None:
+@dataclass(frozen=True)
+class ChatOutcome:
+    status: Literal["ok", "error"]
+    response: dict[str, Any] | None
+    error: str | None
+
+
+async def prepare_inference(
+    env: Envelope[Any], ctx: JobContext, *, chat: ChatRunner | None
+) -> ChatOutcome:
+    """The upstream call, outside any transaction."""
     data: jobs_v1.InferenceRequested = env.data
     if chat is None:
         raise PermanentJobError("no data plane is configured for async chat jobs")
@@ -79,17 +90,22 @@ async def run_inference(
         response = await chat.run_chat(
             data.request, team_id=data.team_id, api_key_id=data.api_key_id
         )
-        status: Literal["ok", "error"] = "ok"
-        error: str | None = None
     except PermanentJobError as exc:  # the request itself is refused: a final answer
-        response, status, error = None, "error", str(exc)
-    await _store_result(ctx, env, data, status, response, error)
+        return ChatOutcome("error", None, str(exc))
+    return ChatOutcome("ok", response, None)
+
+
+async def run_inference(env: Envelope[Any], ctx: JobContext, *, emit: Emit) -> None:
+    """Store the prepared answer and announce it, in the job's transaction."""
+    data: jobs_v1.InferenceRequested = env.data
+    outcome: ChatOutcome = ctx.prepared
+    await _store_result(ctx, env, data, outcome.status, outcome.response, outcome.error)
     completed = jobs_v1.InferenceCompleted(
         job_id=data.job_id,
         team_id=data.team_id,
-        status=status,
-        response=response,
-        error=error,
+        status=outcome.status,
+        response=outcome.response,
+        error=outcome.error,
         completed_at=utc_now(),
         webhook_url=data.webhook_url,
     )
@@ -167,6 +183,7 @@ def verify(
 async def deliver_webhook(
     env: Envelope[Any], ctx: JobContext, *, sender: WebhookSender, secret: bytes
 ) -> None:
+    """The outbound call, before the transaction that records the event as done."""
     data: jobs_v1.WebhookDeliver = env.data
     body = orjson.dumps({"id": env.id, "type": data.event_type, "data": data.payload})
     stamp = int(time.time())
@@ -178,6 +195,10 @@ async def deliver_webhook(
     }
     status, retry_after = await sender.post(data.url, body, headers)
     classify_status(status, retry_after)
+
+
+async def record_delivery(env: Envelope[Any], ctx: JobContext) -> None:
+    """Nothing to write besides the event id: delivered once, not again."""
 
 
 def classify_status(status: int, retry_after_s: float | None) -> None:

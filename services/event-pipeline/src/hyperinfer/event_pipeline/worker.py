@@ -24,7 +24,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -42,27 +42,39 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a handler gets besides the envelope. ``conn``: the transaction, if ``once``."""
+    """What a handler gets besides the envelope. ``conn``: the transaction, if ``once``;
+    ``prepared``: what the registration's ``prepare`` step returned, if it has one."""
 
     attempt: int
     priority: Priority
     subject: str
     conn: Any = None
+    prepared: Any = None
 
 
 JobHandler = Callable[[Envelope[Any], JobContext], Awaitable[None]]
+JobPreparer = Callable[[Envelope[Any], JobContext], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
 class Registration:
-    """A handler for one event type; ``once`` records the event in ``processed_events``."""
+    """A handler for one event type; ``once`` records the event in ``processed_events``.
+
+    ``prepare`` is the slow, external part of a job (an upstream chat, an outbound
+    webhook): it runs before the transaction opens, so a long call never holds a
+    PostgreSQL connection; an event already recorded is not prepared again. The
+    handler then writes its effect and the event id in one transaction.
+    """
 
     handler: JobHandler
     once: bool = True
+    prepare: JobPreparer | None = None
 
 
 class Ledger(Protocol):
     def once(self, consumer: str, event_id: str) -> AbstractAsyncContextManager[Any]: ...
+
+    async def seen(self, consumer: str, event_id: str) -> bool: ...
 
 
 class NoLedger:
@@ -71,6 +83,9 @@ class NoLedger:
     @contextlib.asynccontextmanager
     async def once(self, consumer: str, event_id: str) -> AsyncIterator[Any]:
         yield True
+
+    async def seen(self, consumer: str, event_id: str) -> bool:
+        return False
 
 
 @dataclass(frozen=True)
@@ -242,15 +257,17 @@ class WorkerPool:
     async def _invoke(self, delivery: Delivery, env: Envelope[Any], reg: Registration) -> bool:
         """Run the handler; True when the event had been processed before."""
         context = JobContext(delivery.attempt, delivery.priority, delivery.subject)
+        if reg.prepare is not None:
+            if reg.once and await self._ledger.seen(self._config.consumer, env.id):
+                return True
+            context = replace(context, prepared=await reg.prepare(env, context))
         if not reg.once:
             await reg.handler(env, context)
             return False
         async with self._ledger.once(self._config.consumer, env.id) as conn:
             if conn is None:
                 return True
-            await reg.handler(
-                env, JobContext(context.attempt, context.priority, context.subject, conn)
-            )
+            await reg.handler(env, replace(context, conn=conn))
         return False
 
     async def _failed(self, delivery: Delivery, env: Envelope[Any], exc: Exception) -> None:

@@ -1,6 +1,7 @@
 """Data-plane benchmark: direct vs HyperInfer ingress vs LiteLLM proxy, side by side, one run.
 
     scripts/bench dataplane [--duration 10] [--streams 512] [--skip-litellm] [--json out.json]
+                            [--compare-python OTHER_CHECKOUT/.venv/bin/python]
 
 Everything runs on this machine against ONE fake upstream
 (``hyperinfer.client.testing.fake_upstream``, OpenAI wire format, no recording):
@@ -10,12 +11,15 @@ Everything runs on this machine against ONE fake upstream
   on: the key, team quota and price of ``dataplane_seed``) → the fake upstream;
 - **floor**: → a bare proxy on the same server stack making one Redis round trip and the
   upstream call, nothing else (``dataplane_floor``): what any Python proxy costs here;
-- **litellm**: → the LiteLLM proxy (one worker, master-key auth, no database) → the fake.
+- **litellm**: → the LiteLLM proxy (one worker, master-key auth, no database) → the fake;
+- **before** (with ``--compare-python``): the ingress of another checkout (its own venv),
+  configured the same: before/after numbers from one run.
 
 Pinning on 2 cores: the proxy under test (ingress, floor or LiteLLM) alone on core 0;
 the fake upstream, Redis, NATS and the load generator on core 1 (``taskset``; Redis and
-NATS by affinity once started). All proxies run during the whole benchmark but only the
-one under test gets traffic.
+NATS by affinity once started). All proxies run during the whole benchmark; only the one
+under test gets traffic, and the others are paused (SIGSTOP) meanwhile, so their own
+timers do not land in its latency.
 
 Measured:
 
@@ -48,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dataplane_litellm import MASTER_KEY, litellm_proc
 from dataplane_load import run_streams, run_wrk
-from dataplane_procs import CpuMeter, Proc, RssSampler, pin, pinned
+from dataplane_procs import CpuMeter, Proc, RssSampler, paused, pin, pinned
 from dataplane_seed import ALIAS, API_KEY, UPSTREAM_MODEL, seed
 from hyperinfer.runtime.testing.servers import NatsServer, RedisServer, free_port
 
@@ -73,7 +77,9 @@ def fake_behaviour(url: str, **changes: Any) -> None:
 
 
 @contextlib.contextmanager
-def system(workdir: Path, with_litellm: bool) -> Iterator[dict[str, Any]]:
+def system(
+    workdir: Path, with_litellm: bool, compare: Path | None = None
+) -> Iterator[dict[str, Any]]:
     """Redis, NATS, the fake upstream, the ingress (and LiteLLM), all started and seeded."""
     redis, nats = RedisServer(workdir / "redis"), NatsServer(workdir / "nats")
     procs: list[Proc] = []
@@ -124,6 +130,16 @@ def system(workdir: Path, with_litellm: bool) -> Iterator[dict[str, Any]]:
             ),
             "floor": (floor_url, "none", UPSTREAM_MODEL, floor),
         }
+        if compare is not None:
+            before_port = free_port()
+            before_env = {**env, "HYPERINFER_INGRESS_HTTP_PORT": str(before_port)}
+            before_argv = pinned(PROXY_CORE, [str(compare), "-m", "hyperinfer.ingress"])
+            before = Proc("before", before_argv, workdir / "before.log", before_env)
+            before.cwd = compare.parents[2]  # OTHER_CHECKOUT/.venv/bin/python
+            procs.append(before.start())
+            before.wait_http(f"http://127.0.0.1:{before_port}/health/ready")
+            url = f"http://127.0.0.1:{before_port}/v1/chat/completions"
+            targets["before"] = (url, API_KEY, ALIAS, before)
         if with_litellm:
             litellm = litellm_proc(workdir, litellm_port, fake_url, UPSTREAM_MODEL, PROXY_CORE)
             procs.append(litellm.start())
@@ -150,7 +166,7 @@ def measure(env: dict[str, Any], duration_s: float, streams: int, rounds: int) -
     results["latency_c1"] = latency_rounds(targets, duration_s, rounds)
     for name, (url, key, model, proc) in targets.items():
         print(f"throughput c=64: {name}", file=sys.stderr)
-        with RssSampler(proc.pid) as rss, CpuMeter(proc.pid) as cpu:
+        with others_paused(targets, name), RssSampler(proc.pid) as rss, CpuMeter(proc.pid) as cpu:
             result = asdict(run_wrk(url, key, body(model), 64, duration_s, LOAD_CORE))
         results["throughput_c64"][name] = {
             **result,
@@ -166,11 +182,16 @@ def measure(env: dict[str, Any], duration_s: float, streams: int, rounds: int) -
         if name == "floor":
             continue  # the floor proxy does not stream
         print(f"{streams} streams: {name}", file=sys.stderr)
-        with RssSampler(proc.pid) as rss:
+        with others_paused(targets, name), RssSampler(proc.pid) as rss:
             result = asdict(run_streams(url, key, body(model, stream=True), streams))
         results["streams"][name] = {**result, "peak_rss_mib": round(rss.peak, 1)}
     fake_behaviour(env["fake_url"], answer=None, per_token_s=0.0)
     return results
+
+
+def others_paused(targets: dict[str, Any], name: str) -> Any:
+    """Every proxy but ``name`` stopped (the direct path's fake upstream is never paused)."""
+    return paused([t[3] for other, t in targets.items() if other not in (name, "direct")])
 
 
 def latency_rounds(targets: dict[str, Any], duration_s: float, rounds: int) -> dict[str, Any]:
@@ -180,7 +201,7 @@ def latency_rounds(targets: dict[str, Any], duration_s: float, rounds: int) -> d
     for number in range(1, rounds + 1):
         for name, (url, key, model, proc) in targets.items():
             print(f"latency c=1: {name} (round {number}/{rounds})", file=sys.stderr)
-            with CpuMeter(proc.pid) as cpu:
+            with others_paused(targets, name), CpuMeter(proc.pid) as cpu:
                 result = asdict(run_wrk(url, key, body(model), 1, seconds, LOAD_CORE))
             result["cpu_us_per_request"] = round(cpu.seconds * 1e6 / max(result["requests"], 1), 1)
             per_round[name].append(result)
@@ -246,6 +267,15 @@ def report(results: dict[str, Any]) -> str:
             f"req/s {thr[hi]['rps'] / max(thr[ll]['rps'], 1):.1f}x, "
             f"RSS under load {thr[hi]['peak_rss_mib'] / max(thr[ll]['peak_rss_mib'], 1):.2f}"
         )
+    if "before" in lat:
+        added_now = lat["hyperinfer"]["p50_us"] - direct["p50_us"]
+        added_before = lat["before"]["p50_us"] - direct["p50_us"]
+        lines.append(
+            f"HyperInfer now : before — added p50 latency {added_now / max(added_before, 1):.2f}, "
+            f"req/s {thr['hyperinfer']['rps'] / max(thr['before']['rps'], 1):.1f}x, "
+            f"CPU/request c=64 {thr['hyperinfer']['cpu_us_per_request']:.0f} vs "
+            f"{thr['before']['cpu_us_per_request']:.0f} µs"
+        )
     thick = results.get("thick_client")
     if thick:
         lines.append("")
@@ -262,14 +292,20 @@ def main() -> None:
     parser.add_argument("--thick-requests", type=int, default=3000)
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--compare-python",
+        type=Path,
+        help="the Python of another checkout's venv: its ingress runs too, as 'before'",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="hi-bench-") as tmp,
-        system(Path(tmp), not args.skip_litellm) as env,
+        system(Path(tmp), not args.skip_litellm, args.compare_python) as env,
     ):
         load_before = os.getloadavg()[0]
         results = measure(env, args.duration, args.streams, args.rounds)
-        results["thick_client"] = thick_client(env, args.thick_requests)
+        with paused([t[3] for name, t in env["targets"].items() if name != "direct"]):
+            results["thick_client"] = thick_client(env, args.thick_requests)
         results["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         results["pinning"] = {"proxy_core": PROXY_CORE, "load_core": LOAD_CORE}
     if args.json:

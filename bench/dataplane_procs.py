@@ -8,11 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,12 +40,13 @@ class Proc:
     argv: list[str]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=out, env={**os.environ, **self.env}, cwd=ROOT
+                self.argv, stdout=out, stderr=out, env={**os.environ, **self.env}, cwd=self.cwd
             )
         return self
 
@@ -146,3 +149,22 @@ class CpuMeter:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = self._cpu() - self._start
+
+
+@contextlib.contextmanager
+def paused(procs: list[Proc]) -> Iterator[None]:
+    """SIGSTOP these processes (and their children) for the block, then SIGCONT.
+
+    The proxies not under test share the proxy core; an idle one still runs timers (LiteLLM
+    has background loops), which would land in the measured proxy's latency.
+    """
+    pids = [p for proc in procs for p in (proc.pid, *_children(proc.pid))]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)

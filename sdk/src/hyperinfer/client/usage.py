@@ -1,10 +1,11 @@
 """Usage events and quota settles, off the latency path, batched into one write.
 
 The request path hands a ``UsageDraft`` to ``UsageRecorder.record`` (a non-blocking
-queue put). A background task waits up to ``linger_s`` for more (or ``max_batch``),
-finishes each draft (counts tokens the upstream did not report, prices them), and
-sends every settle (``EVALSHA``) and every ``XADD hyperinfer:usage`` of the batch as
-ONE pipelined write on the hot-path connection (``hyperinfer.client.resp``). So a
+queue put). A background task waits up to ``linger_s`` (1 ms; longer makes larger
+bursts on Redis) for more, finishes each draft (counts tokens the upstream did not
+report, prices them), and sends every settle (``EVALSHA``) and every
+``XADD hyperinfer:usage`` of the batch as ONE pipelined write on the hot-path
+connection (``hyperinfer.client.resp``). So a
 request never waits for its usage, and under load hundreds of requests share one
 round trip (and one ``send``: a syscall costs tens of µs on a busy machine).
 
@@ -196,7 +197,7 @@ class UsageRecorder:
         source: str,
         max_queue: int = 20_000,
         max_batch: int = 256,
-        linger_s: float = 0.005,
+        linger_s: float = 0.001,
         stream_maxlen: int | None = None,
         attempts: int = 3,
     ) -> None:

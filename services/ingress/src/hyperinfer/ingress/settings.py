@@ -42,7 +42,7 @@ class IngressSettings(ServiceSettings):
     breaker_open_s: float = Field(default=10.0, gt=0)
     usage_queue: int = Field(default=20_000, gt=0, description="pending usage events, at most")
     usage_linger_ms: float = Field(
-        default=5.0, ge=0, le=1000, description="how long a usage batch waits for more events"
+        default=1.0, ge=0, le=1000, description="how long a usage batch waits for more events"
     )
     usage_stream_maxlen: int | None = Field(
         default=None,

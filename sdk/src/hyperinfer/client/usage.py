@@ -219,6 +219,8 @@ class UsageRecorder:
         try:
             self._queue.put_nowait(draft)
         except asyncio.QueueFull:
+            if draft.span is not None:
+                _end_span(draft.span, lost=1)
             self.stats.dropped += 1
             if self.stats.dropped == 1 or self.stats.dropped % 1000 == 0:
                 log.error(

@@ -22,7 +22,7 @@ from hyperinfer.quota.adapters.redis_state import RedisQuotaState
 from hyperinfer.quota.adapters.redis_usage import UsageFeed
 from hyperinfer.quota.alerts import AlertPublisher
 from hyperinfer.quota.config_view import QuotaConfigView
-from hyperinfer.quota.metrics import LimiterCollector, ServiceMetrics
+from hyperinfer.quota.metrics import ServiceMetrics
 from hyperinfer.quota.periodic import Periodic
 from hyperinfer.quota.reconciler import Reconciler
 from hyperinfer.quota.settings import QuotaSettings
@@ -30,6 +30,7 @@ from hyperinfer.quota.settlement import Settlement, SettlementPolicy
 from hyperinfer.runtime import Health, Infra, Service, build_http_app, get_logger
 from hyperinfer.runtime.bus import Bus
 from hyperinfer.runtime.health import expose_version
+from hyperinfer.runtime.limiter_metrics import LimiterCollector
 from prometheus_client import CollectorRegistry
 
 log = get_logger(__name__)

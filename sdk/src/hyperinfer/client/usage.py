@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import orjson
 from hyperinfer.client.governance import cost_micros
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.client.quota import QuotaLimiter, Reservation
 from hyperinfer.client.resp import RespClient
 from hyperinfer.client.tokens import cl100k, count_input_tokens, count_prompt_tokens, count_texts
@@ -244,11 +245,8 @@ class UsageRecorder:
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         await self.drain(timeout_s)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if not self._queue.empty():
             log.error("usage recorder stopped with %d event(s) unsent", self._queue.qsize())
 
@@ -271,6 +269,7 @@ class UsageRecorder:
                 await self._flush(batch)
             except Exception as exc:  # keep flushing whatever one batch met
                 self._failed(len(batch), exc, batch[0].request_id)
+                raise_if_cancelled()
             finally:
                 for _ in batch:
                     queue.task_done()

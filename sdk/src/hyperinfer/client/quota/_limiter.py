@@ -32,6 +32,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from hyperinfer.client.errors import QuotaUnavailable, RateLimited
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.client.quota import _keys
 from hyperinfer.client.quota._index import Limits
 from hyperinfer.client.quota._local import LocalLimiter
@@ -447,11 +448,8 @@ class QuotaLimiter:
 
     async def stop(self) -> None:
         """Stop the heartbeat and leave the live set (best effort)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             await asyncio.wait_for(self._nodes(keys=[names.NODES_KEY], args=self._beat_args(1)), 1)
 
@@ -477,6 +475,7 @@ class QuotaLimiter:
             try:
                 await self.heartbeat()
             except Exception:  # keep beating whatever one beat met
+                raise_if_cancelled()
                 log.exception("quota heartbeat failed")
 
 

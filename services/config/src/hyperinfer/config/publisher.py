@@ -24,6 +24,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from hyperinfer.client.config_agent import CONFIG, store_snapshot
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.config.domain import build_snapshot
 from hyperinfer.config.ports import GovernanceStore
 from hyperinfer.contracts import utc_now
@@ -144,10 +145,8 @@ class RepairLoop:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         delay = self._interval_s
@@ -165,6 +164,7 @@ class RepairLoop:
             if await self._publisher.repair():
                 log.info("config snapshot republished", extra=self._publisher.status())
         except Exception as exc:
+            raise_if_cancelled()
             self._publisher.last_error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning(
                 "config snapshot repair failed", extra={"error": self._publisher.last_error}

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.client.quota import PolicySwitch
 from hyperinfer.contracts import names
 from hyperinfer.contracts.quota import v1 as quota_v1
@@ -59,11 +59,8 @@ class SwitchPublisher:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="switches")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         if self.connected:
             await self._nats.close()
 
@@ -85,6 +82,7 @@ class SwitchPublisher:
                 try:
                     await self._publish(switch)
                 except Exception as exc:  # NATS buffers while reconnecting; this is worse
+                    raise_if_cancelled()
                     log.warning("policy switch not published yet: %s", exc)
                     await asyncio.sleep(1.0)
                     continue

@@ -185,14 +185,13 @@ class Ledger:
         task, self._prefetch = self._prefetch, None
         if task is None:
             return
-        if not task.done():
-            task.cancel()  # entries it may have taken stay pending: reclaimed, not lost
+        # entries a cancelled read may have taken stay pending: reclaimed, not lost
+        if not await stop_task(task) or task.cancelled():
+            return
         try:
-            batch = await task
+            batch = task.result()
             if batch.entries:
                 await self.settle(batch)
-        except asyncio.CancelledError:
-            pass
         except Exception as exc:  # stopping anyway: what it held stays pending
             log.warning("read-ahead batch not settled at stop: %s", f"{type(exc).__name__}: {exc}")
 

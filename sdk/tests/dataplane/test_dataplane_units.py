@@ -10,6 +10,10 @@ import pytest
 from hyperinfer.client.anthropic_format import (
     ChunksFromEvents,
     EventsFromChunks,
+    charged_tokens,
+    content_texts,
+    event_text,
+    event_usage,
     from_messages_request,
     from_messages_response,
     to_messages_request,
@@ -183,6 +187,38 @@ def test_anthropic_response_and_stream_become_openai() -> None:
     assert chunks[1]["choices"][0]["delta"] == {"content": "hi"}
     assert chunks[2]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["usage"] == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+
+
+def test_anthropic_usage_is_charged_with_the_cache_and_thinking() -> None:
+    usage = {
+        "input_tokens": 3,
+        "cache_creation_input_tokens": 100,
+        "cache_read_input_tokens": 20,
+        "output_tokens": 9,
+    }
+    assert charged_tokens(usage) == (123, 9)
+    assert charged_tokens({"output_tokens": 4}) == (None, 4)
+    assert charged_tokens({"input_tokens": "3", "output_tokens": -1}) == (None, None)
+    assert charged_tokens(None) == (None, None)
+    content = [
+        {"type": "thinking", "thinking": "hmm", "signature": "s"},
+        {"type": "redacted_thinking", "data": "opaque"},
+        {"type": "text", "text": "hi"},
+        {"type": "tool_use", "id": "t", "name": "w", "input": {"c": "P"}},
+    ]
+    assert content_texts(content) == ["hmm", "hi", '{"c":"P"}']
+    start = {"type": "message_start", "message": {"usage": usage}}
+    assert event_usage(start) == usage
+    assert event_usage({"type": "message_delta", "usage": {"output_tokens": 2}}) == {
+        "output_tokens": 2
+    }
+    assert event_usage({"type": "ping"}) is None
+    thinking = {"type": "content_block_delta", "delta": {"type": "thinking_delta", "thinking": "a"}}
+    signature = {
+        "type": "content_block_delta",
+        "delta": {"type": "signature_delta", "signature": "x"},
+    }
+    assert (event_text(thinking), event_text(signature)) == ("a", None)
 
 
 def test_openai_answer_becomes_anthropic_events() -> None:

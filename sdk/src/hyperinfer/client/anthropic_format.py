@@ -10,7 +10,16 @@ assistant tool calls ⇄ ``tool_use`` blocks, tool results ⇄ ``tool_result`` b
 ``stop``/``stop_sequences``, temperature/top_p/top_k, stop reasons, usage. Not mapped
 (dropped): Anthropic ``thinking``, ``cache_control``, citations; OpenAI ``n`` > 1,
 logprobs. OpenAI ``response_format`` becomes an instruction in the system prompt
-(Messages has no JSON mode).
+(Messages has no JSON mode). None of this is lost on ``/v1/messages`` in front of an
+Anthropic backend: there nothing is translated (``MessagesProvider``), and the last
+section here only meters Anthropic's answers and events as they pass.
+
+Tokens charged for Anthropic usage (``charged_tokens``, ``openai_usage``): prompt =
+``input_tokens`` + ``cache_creation_input_tokens`` + ``cache_read_input_tokens``
+(Anthropic's ``input_tokens`` leaves out what was written to or read from the prompt
+cache; leaving it out of ours would under-count budgets), each priced as a plain input
+token (the price table has no cache rates); completion = ``output_tokens`` (thinking
+included, as Anthropic counts it).
 """
 
 from __future__ import annotations
@@ -241,12 +250,10 @@ def _openai_call(block: dict[str, Any]) -> dict[str, Any]:
 
 def openai_usage(usage: Any) -> dict[str, int] | None:
     """OpenAI usage from Anthropic's (cache reads/writes count as prompt tokens)."""
-    if not isinstance(usage, dict) or "input_tokens" not in usage:
+    prompt, completion = charged_tokens(usage)
+    if prompt is None:
         return None
-    prompt = int(usage.get("input_tokens") or 0)
-    prompt += int(usage.get("cache_creation_input_tokens") or 0)
-    prompt += int(usage.get("cache_read_input_tokens") or 0)
-    completion = int(usage.get("output_tokens") or 0)
+    completion = completion or 0
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -589,3 +596,65 @@ class EventsFromChunks:
         return [
             sse_event("content_block_stop", {"type": "content_block_stop", "index": self.index})
         ]
+
+
+# --- Anthropic answers as they are (metered on /v1/messages to an Anthropic backend) --
+CACHE_USAGE_FIELDS = ("cache_creation_input_tokens", "cache_read_input_tokens")
+DELTA_TEXT_FIELDS = {
+    "text_delta": "text",
+    "thinking_delta": "thinking",
+    "input_json_delta": "partial_json",
+}
+
+
+def charged_tokens(usage: Any) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens charged for Anthropic ``usage``; None where not reported.
+
+    Prompt tokens include cache writes and reads (see the module docstring).
+    """
+    if not isinstance(usage, dict):
+        return None, None
+    prompt = _count(usage.get("input_tokens"))
+    if prompt is not None:
+        prompt += sum(_count(usage.get(name)) or 0 for name in CACHE_USAGE_FIELDS)
+    return prompt, _count(usage.get("output_tokens"))
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value < 2**40 else None
+
+
+def content_texts(content: Any) -> list[str]:
+    """The generated text of a Messages answer's blocks: text, thinking, tool input."""
+    texts: list[str] = []
+    for block in content if isinstance(content, list) else ():
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text" or kind == "thinking":
+            texts.append(str(block.get(kind, "")))
+        elif kind == "tool_use":
+            texts.append(orjson.dumps(block.get("input") or {}).decode())
+    return texts
+
+
+def event_usage(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The usage a stream event reports: ``message_start``'s or ``message_delta``'s."""
+    kind = event.get("type")
+    if kind == "message_start":
+        message = event.get("message")
+        usage = message.get("usage") if isinstance(message, dict) else None
+    elif kind == "message_delta":
+        usage = event.get("usage")
+    else:
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+def event_text(event: dict[str, Any]) -> str | None:
+    """The generated text a ``content_block_delta`` carries (text, thinking, tool input)."""
+    if event.get("type") != "content_block_delta":
+        return None
+    delta = event.get("delta")
+    if not isinstance(delta, dict):
+        return None
+    text = delta.get(DELTA_TEXT_FIELDS.get(str(delta.get("type")), ""))
+    return text if isinstance(text, str) else None

@@ -13,6 +13,15 @@ proper HTTP error). After that a failure ends the stream with the error (the ing
 sends an explicit error event). Tokens are metered as chunks pass, so a stream closed
 early (the client went away) is charged for what the upstream produced, with status
 ``cancelled``.
+
+Anthropic's Messages API end to end (``api="messages"`` with ``anthropic_body``): a
+candidate whose provider speaks Messages natively (``MessagesProvider``) is sent the
+caller's own body, and its answer (``Outcome.shape == "anthropic"``) or stream events
+(``MessagesStream``) come back untranslated; any other candidate (a fallback, say) gets
+the OpenAI-shaped ``request`` and answers in OpenAI shape, for the caller to translate.
+Governance is the same either way: the quota is sized from ``request``, and the tokens
+charged are Anthropic's (``anthropic_format.charged_tokens``: cache reads and writes
+count as prompt tokens).
 """
 
 from __future__ import annotations
@@ -24,9 +33,15 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import redis.asyncio as aioredis
+from hyperinfer.client.anthropic_format import (
+    charged_tokens,
+    content_texts,
+    event_text,
+    event_usage,
+)
 from hyperinfer.client.config_agent import ConfigAgent
 from hyperinfer.client.credentials import CredentialsCipher
 from hyperinfer.client.errors import (
@@ -38,7 +53,7 @@ from hyperinfer.client.errors import (
 )
 from hyperinfer.client.governance import Caller, Candidate, GovernanceIndex, RoutePlan, cost_micros
 from hyperinfer.client.providers import ProviderRegistry
-from hyperinfer.client.providers.base import Provider, Upstream
+from hyperinfer.client.providers.base import MessagesProvider, Provider, Upstream
 from hyperinfer.client.quota import QuotaLimiter, Reservation
 from hyperinfer.client.resilience import Breakers, CircuitBreaker, RetryPolicy
 from hyperinfer.client.routing_table import RoutingTableAgent
@@ -85,6 +100,9 @@ class ResponseCacheHook(Protocol):
 
 CacheKey = Callable[[str, dict[str, Any]], str]
 Observer = Callable[[UsageDraft], None]
+Shape = Literal["openai", "anthropic"]
+"""An answer's wire shape: OpenAI chat, or Anthropic Messages as the upstream sent it."""
+ShapedAnswer = tuple[Shape, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -99,12 +117,14 @@ class DataPlaneOptions:
 
 @dataclass(slots=True)
 class Outcome:
-    """A whole answer (OpenAI shape) and what the response headers should say."""
+    """A whole answer and what the response headers should say."""
 
     body: dict[str, Any]
     request_id: str
     reservation: Reservation
     draft: UsageDraft
+    shape: Shape = "openai"
+    """"anthropic": ``body`` is a Messages response, untranslated (see ``anthropic_body``)."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -194,10 +214,13 @@ class DataPlane:
         request: dict[str, Any],
         *,
         api: Api = "chat",
+        anthropic_body: dict[str, Any] | None = None,
         cache_ttl_s: float | None = None,
         traceparent: str | None = None,
         request_id: str | None = None,
     ) -> Outcome:
+        """One answer. ``anthropic_body``: the caller's Messages body behind ``request`` (its
+        OpenAI translation), sent as is to a Messages-native candidate (module docstring)."""
         _require_messages(request)
         plan, _ = self._plan(caller, request, "chat" if api == "chat" else "messages")
         prompt = estimate_prompt_tokens(request["messages"])
@@ -210,14 +233,13 @@ class DataPlane:
             cached = await self._cached(cache_key)
             if cached is not None:
                 return self._cache_hit(cached, draft, reservation)
-        body = await self._attempt(plan, draft, lambda p, u: p.chat(u, request))
-        _take_usage(draft, body.get("usage"))
-        draft.completion_texts = _answer_texts(body)
+        shape, body = await self._attempt(plan, draft, _chat_call(request, anthropic_body))
+        _take_answer(draft, shape, body)
         self._finish(draft)
-        if cache_key is not None and self.cache is not None and cache_ttl_s:
+        if cache_key is not None and self.cache is not None and cache_ttl_s and shape == "openai":
             with contextlib.suppress(Exception):  # a cache failure is never the caller's
                 await self.cache.set(cache_key, body, cache_ttl_s)
-        return Outcome(body, draft.request_id, reservation, draft)
+        return Outcome(body, draft.request_id, reservation, draft, shape)
 
     async def open_chat_stream(
         self,
@@ -225,10 +247,15 @@ class DataPlane:
         request: dict[str, Any],
         *,
         api: Api = "chat",
+        anthropic_body: dict[str, Any] | None = None,
         traceparent: str | None = None,
         request_id: str | None = None,
     ) -> ChatStream:
-        """Reserve, connect and wait for the first chunk (failing over until then)."""
+        """Reserve, connect and wait for the first chunk (failing over until then).
+
+        ``anthropic_body`` as for ``chat``: a Messages-native candidate streams Anthropic's
+        events untranslated, in a ``MessagesStream``.
+        """
         _require_messages(request)
         plan, _ = self._plan(caller, request, "chat" if api == "chat" else "messages")
         prompt = estimate_prompt_tokens(request["messages"])
@@ -238,9 +265,10 @@ class DataPlane:
         draft.stream = True
         draft.prompt = request["messages"]
         opened: list[Any] = []
+        shapes: list[Shape] = []
 
         async def first_chunk(provider: Provider, upstream: Upstream) -> dict[str, Any]:
-            chunks = provider.chat_stream(upstream, request)
+            shape, chunks = _open_stream(provider, upstream, request, anthropic_body)
             try:
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
@@ -249,16 +277,15 @@ class DataPlane:
                 with contextlib.suppress(Exception):
                     await chunks.aclose()  # type: ignore[attr-defined]
                 raise
-            opened[:] = [chunks]
+            opened[:], shapes[:] = [chunks], [shape]
             return chunk
 
         first = await self._attempt(plan, draft, first_chunk)
         draft.ttft_ms = (time.time() - draft.started_at) * 1000
         wants_usage = _wants_usage(request)
         breaker = self.breakers.get(draft.backend_id)
-        return ChatStream(
-            self, draft, reservation.headers(), opened[0], first, wants_usage, breaker
-        )
+        kind = MessagesStream if shapes[0] == "anthropic" else ChatStream
+        return kind(self, draft, reservation.headers(), opened[0], first, wants_usage, breaker)
 
     async def embeddings(
         self,
@@ -471,6 +498,8 @@ class DataPlane:
 class ChatStream:
     """An open upstream stream: iterate it for chunks; ``aclose`` when done or abandoned."""
 
+    shape: Shape = "openai"
+
     def __init__(
         self,
         plane: DataPlane,
@@ -566,6 +595,32 @@ class ChatStream:
             await self._chunks.aclose()  # type: ignore[attr-defined]
 
 
+class MessagesStream(ChatStream):
+    """A Messages-native upstream's stream: Anthropic's event dicts, every one passed on.
+
+    Metered as they pass: the prompt tokens from ``message_start`` (exact at once), the
+    completion tokens from ``message_delta`` (the final count); a stream cut before then
+    is charged for the text, thinking and tool input that had passed.
+    """
+
+    shape: Shape = "anthropic"
+
+    def _meter(self, chunk: dict[str, Any]) -> None:
+        usage = event_usage(chunk)
+        if usage is not None:
+            prompt, completion = charged_tokens(usage)
+            if prompt is not None:
+                self.draft.prompt_tokens = prompt
+            if completion is not None and chunk.get("type") == "message_delta":
+                self.draft.completion_tokens = completion
+        text = event_text(chunk)
+        if text:
+            self.draft.completion_texts.append(text)
+
+    def _visible(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        return chunk
+
+
 def new_request_id() -> str:
     """128 random bits, hex: the id of a request's reservation and usage event."""
     return os.urandom(16).hex()
@@ -577,6 +632,42 @@ def _require_messages(request: dict[str, Any]) -> None:
         raise InvalidRequest("'messages' must be a non-empty array", code="invalid_messages")
     if not all(isinstance(m, dict) for m in messages):
         raise InvalidRequest("each message must be an object", code="invalid_messages")
+
+
+def _chat_call(
+    request: dict[str, Any], anthropic_body: dict[str, Any] | None
+) -> Callable[[Provider, Upstream], Awaitable[ShapedAnswer]]:
+    """One candidate's call: the Messages body to a Messages-native provider, else ``request``."""
+
+    async def call(provider: Provider, upstream: Upstream) -> ShapedAnswer:
+        if anthropic_body is not None and isinstance(provider, MessagesProvider):
+            return "anthropic", await provider.messages(upstream, anthropic_body)
+        return "openai", await provider.chat(upstream, request)
+
+    return call
+
+
+def _open_stream(
+    provider: Provider,
+    upstream: Upstream,
+    request: dict[str, Any],
+    anthropic_body: dict[str, Any] | None,
+) -> tuple[Shape, AsyncIterator[dict[str, Any]]]:
+    if anthropic_body is not None and isinstance(provider, MessagesProvider):
+        return "anthropic", provider.messages_stream(upstream, anthropic_body)
+    return "openai", provider.chat_stream(upstream, request)
+
+
+def _take_answer(draft: UsageDraft, shape: Shape, body: dict[str, Any]) -> None:
+    """The answer's tokens (when reported) and generated texts (to count them if not)."""
+    if shape == "openai":
+        _take_usage(draft, body.get("usage"))
+        draft.completion_texts = _answer_texts(body)
+        return
+    prompt, completion = charged_tokens(body.get("usage"))
+    if prompt is not None and completion is not None:
+        draft.prompt_tokens, draft.completion_tokens = prompt, completion
+    draft.completion_texts = content_texts(body.get("content"))
 
 
 def _max_tokens(request: dict[str, Any], options: DataPlaneOptions) -> int:

@@ -1,5 +1,11 @@
 """Anthropic's Messages API behind OpenAI chat shapes (translation in ``anthropic_format``).
 
+``chat``/``chat_stream`` translate an OpenAI request to Messages and the answer back;
+``messages``/``messages_stream`` (``MessagesProvider``) send a Messages body as it came
+and hand back Anthropic's answer and stream events untranslated (the ingress's
+``/v1/messages`` in front of an Anthropic backend). The translating pair is built on the
+native one.
+
 ``BackendConfig.base_url`` is the API root without ``/v1`` (like the Anthropic SDK's
 ``base_url``): ``https://api.anthropic.com``. The key goes in ``x-api-key``; requests
 carry ``anthropic-version``. Anthropic has no embeddings API: ``embeddings`` raises an
@@ -8,7 +14,8 @@ carry ``anthropic-version``. Anthropic has no embeddings API: ``embeddings`` rai
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -56,24 +63,40 @@ class AnthropicProvider:
 
     async def chat(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
         body = to_messages_request({**request, "stream": False}, upstream.model, DEFAULT_MAX_TOKENS)
-        status, headers, raw = await self._http.post(
-            upstream, self._url(upstream), orjson.dumps(body), self._headers(upstream)
-        )
-        raise_for_status(upstream, status, headers, raw)
-        return from_messages_response(parse_json_object(upstream, raw))
+        return from_messages_response(await self.messages(upstream, body))
 
     async def chat_stream(
         self, upstream: Upstream, request: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         body = to_messages_request({**request, "stream": True}, upstream.model, DEFAULT_MAX_TOKENS)
+        translator = ChunksFromEvents()
+        async with contextlib.aclosing(self.messages_stream(upstream, body)) as events:
+            async for event in events:
+                for chunk in translator.feed(event):
+                    yield chunk
+
+    async def messages(self, upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` as is but for ``model``; Anthropic's answer as is."""
+        sent = orjson.dumps({**body, "model": upstream.model})
+        status, headers, raw = await self._http.post(
+            upstream, self._url(upstream), sent, self._headers(upstream)
+        )
+        raise_for_status(upstream, status, headers, raw)
+        return parse_json_object(upstream, raw)
+
+    async def messages_stream(
+        self, upstream: Upstream, body: dict[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """``body`` as is but for ``model`` and ``stream``; every event as Anthropic sent it."""
+        sent = orjson.dumps({**body, "model": upstream.model, "stream": True})
         async with self._http.stream(
-            upstream, self._url(upstream), orjson.dumps(body), self._headers(upstream)
+            upstream, self._url(upstream), sent, self._headers(upstream)
         ) as response:
             if response.status >= 300:
                 raise_for_status(upstream, response.status, response.headers, await response.read())
             with translate_aiohttp_errors(upstream):
-                async for chunk in _chunks(upstream, response.chunks):
-                    yield chunk
+                async for event in _events(upstream, response.chunks):
+                    yield event
 
     async def embeddings(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
         name = upstream.backend.name or upstream.backend.id
@@ -83,9 +106,9 @@ class AnthropicProvider:
         await self._http.aclose()
 
 
-async def _chunks(upstream: Upstream, body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+async def _events(upstream: Upstream, body: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
+    """The stream's events through ``message_stop``; an ``error`` event raises."""
     name = upstream.backend.name or upstream.backend.id
-    translator = ChunksFromEvents()
     async for event in sse_events(body):
         try:
             data = orjson.loads(event.data)
@@ -95,9 +118,8 @@ async def _chunks(upstream: Upstream, body: AsyncIterator[bytes]) -> AsyncIterat
             raise UpstreamProtocolError(f"backend {name} sent a stream event that is no object")
         if data.get("type") == "error":
             raise _stream_error(name, data.get("error"))
-        for chunk in translator.feed(data):
-            yield chunk
-        if translator.stopped:
+        yield data
+        if data.get("type") == "message_stop":
             return
     raise UpstreamProtocolError(f"backend {name} ended the stream before message_stop")
 

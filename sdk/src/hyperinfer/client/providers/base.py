@@ -93,6 +93,28 @@ class Provider(Protocol):
         ...
 
 
+@runtime_checkable
+class MessagesProvider(Protocol):
+    """A provider whose upstream speaks Anthropic's Messages API natively.
+
+    For a request that arrived in Messages shape (the ingress's ``/v1/messages``) the
+    data plane calls these instead of ``chat``/``chat_stream``: the caller's body goes
+    upstream as it came (only ``model``, and ``stream``, set) and the answer comes back
+    untranslated, so what OpenAI's shapes cannot carry (thinking, ``cache_control``,
+    cache usage, ``top_k``, ``metadata``, documents) survives.
+    """
+
+    async def messages(self, upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
+        """One Messages call with ``body``; the upstream's Messages response dict."""
+        ...
+
+    def messages_stream(
+        self, upstream: Upstream, body: dict[str, Any]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The stream's event dicts, ``message_start`` to ``message_stop`` (``error`` raises)."""
+        ...
+
+
 @dataclass(frozen=True)
 class PoolLimits:
     """The connection pool of one provider: sized for hundreds of concurrent streams."""

@@ -6,10 +6,21 @@ tool_use), and the stream's event sequence: ``message_start``, ``content_block_s
 ``ping``, ``content_block_delta`` (``text_delta`` / ``input_json_delta``),
 ``content_block_stop``, ``message_delta`` (stop reason + output usage),
 ``message_stop``. Errors are ``{"type": "error", "error": {"type", "message"}}``.
+
+Extended thinking: with ``thinking: {"type": "enabled", "budget_tokens": n}`` (n at
+least 1024 and below ``max_tokens``, else 400) the answer starts with a ``thinking``
+block (``thinking: <the last user text>`` and a signature), streamed as
+``thinking_delta`` and ``signature_delta``; its words count as output tokens. Prompt
+caching: the texts up to the last block carrying ``cache_control`` (system, then
+messages, in order) are the cached prefix; its tokens are reported as
+``cache_creation_input_tokens`` the first time the fake sees it (per model) and as
+``cache_read_input_tokens`` after, and ``input_tokens`` counts only the rest, as
+Anthropic's does (no minimum cacheable length here).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
@@ -23,7 +34,13 @@ from hyperinfer.client.testing.fake_core import (
     serve_exchange,
     sse,
 )
-from hyperinfer.client.testing.fake_model import Answer, Prompt, ToolSpec
+from hyperinfer.client.testing.fake_model import (
+    Answer,
+    Prompt,
+    ToolSpec,
+    count_tokens,
+    stream_pieces,
+)
 from hyperinfer.client.testing.http_server import HttpRequest, HttpResponder
 
 ERROR_TYPES = {
@@ -37,6 +54,7 @@ ERROR_TYPES = {
     529: "overloaded_error",
 }
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+MIN_THINKING_BUDGET = 1024
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -86,6 +104,7 @@ def _prompt(body: dict[str, Any]) -> Prompt:
         raise WireError(400, "messages: at least one message is required")
     if not all(isinstance(m, dict) for m in messages):
         raise WireError(400, "messages: each message must be an object")
+    _check_thinking(body.get("thinking"), max_tokens)
     texts = [block_text(body.get("system"))] if body.get("system") else []
     texts += [block_text(m.get("content")) for m in messages]
     users = [
@@ -109,6 +128,45 @@ def _prompt(body: dict[str, Any]) -> Prompt:
     )
 
 
+def _check_thinking(thinking: Any, max_tokens: int) -> None:
+    if thinking is None:
+        return
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "disabled"):
+        raise WireError(400, "thinking: type must be 'enabled' or 'disabled'")
+    if thinking["type"] == "disabled":
+        return
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < MIN_THINKING_BUDGET:
+        raise WireError(400, "thinking.enabled.budget_tokens: must be at least 1024")
+    if budget >= max_tokens:
+        raise WireError(400, "max_tokens: must be greater than thinking.budget_tokens")
+
+
+def thinking_block(parsed: Parsed) -> dict[str, Any] | None:
+    """The answer's thinking block, when the request enabled extended thinking."""
+    thinking = parsed.body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    text = f"thinking: {parsed.prompt.last_user_text}"
+    signature = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+    return {"type": "thinking", "thinking": text, "signature": signature}
+
+
+def cached_prefix(body: dict[str, Any]) -> list[str]:
+    """The texts up to the last ``cache_control`` breakpoint: what the prompt cache holds."""
+    texts: list[str] = []
+    cut = 0
+    contents = [body["system"]] if body.get("system") else []
+    contents += [m.get("content") for m in body.get("messages") or [] if isinstance(m, dict)]
+    for content in contents:
+        texts.append(block_text(content))
+        if isinstance(content, list) and any(
+            isinstance(b, dict) and "cache_control" in b for b in content
+        ):
+            cut = len(texts)
+    return texts[:cut]
+
+
 def message_id(prompt: Prompt) -> str:
     return "msg_" + hashlib.sha256(orjson.dumps(prompt.texts)).hexdigest()[:24]
 
@@ -118,6 +176,9 @@ def tool_use_id(call_id: str) -> str:
 
 
 class MessagesWire:
+    def __init__(self, prompt_cache: set[str] | None = None) -> None:
+        self._prompt_cache = prompt_cache if prompt_cache is not None else set()
+
     def parse(self, request: HttpRequest) -> Parsed:
         if "anthropic-version" not in request.headers:
             raise WireError(400, "anthropic-version: header is required")
@@ -141,19 +202,40 @@ class MessagesWire:
     def _usage(self, parsed: Parsed, answer: Answer, output: int) -> dict[str, int]:
         if not parsed.report_usage:
             return {"input_tokens": 0, "output_tokens": 0}
-        return {"input_tokens": answer.prompt_tokens, "output_tokens": output}
+        written, read = self._cache_tokens(parsed)
+        return {
+            "input_tokens": answer.prompt_tokens - written - read,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+            "output_tokens": output,
+        }
+
+    def _cache_tokens(self, parsed: Parsed) -> tuple[int, int]:
+        """(written, read): the cached prefix's tokens, new to the cache or found in it."""
+        prefix = cached_prefix(parsed.body)
+        tokens = sum(count_tokens(t) for t in prefix)
+        if not tokens:
+            return 0, 0
+        key = hashlib.sha256(orjson.dumps([parsed.prompt.model, prefix])).hexdigest()
+        if key in self._prompt_cache:
+            return 0, tokens
+        self._prompt_cache.add(key)
+        return tokens, 0
 
     def render(self, parsed: Parsed, answer: Answer) -> bytes:
+        thinking = thinking_block(parsed)
+        content = [thinking, *self._content(answer)] if thinking else self._content(answer)
+        output = answer.completion_tokens + _thinking_tokens(thinking)
         return orjson.dumps(
             {
                 "id": message_id(parsed.prompt),
                 "type": "message",
                 "role": "assistant",
                 "model": parsed.prompt.model,
-                "content": self._content(answer),
+                "content": content,
                 "stop_reason": STOP_REASONS[answer.finish_reason],
                 "stop_sequence": None,
-                "usage": self._usage(parsed, answer, answer.completion_tokens),
+                "usage": self._usage(parsed, answer, output),
             }
         )
 
@@ -170,15 +252,21 @@ class MessagesWire:
         }
         frames = [sse({"type": "message_start", "message": start}, "message_start")]
         frames.append(sse({"type": "ping"}, "ping"))
+        thinking = thinking_block(parsed)
+        first = 0
+        if thinking is not None:
+            frames += _thinking_frames(thinking)
+            first = 1
         if answer.tool_calls:
-            for index, call in enumerate(answer.tool_calls):
+            for index, call in enumerate(answer.tool_calls, first):
                 frames += _tool_use_frames(
                     index, tool_use_id(call.id), call.name, call.arguments_json
                 )
         else:
-            frames += _text_frames(answer.words)
+            frames += _text_frames(answer.words, first)
         delta = {"stop_reason": STOP_REASONS[answer.finish_reason], "stop_sequence": None}
-        usage = {"output_tokens": answer.completion_tokens if parsed.report_usage else 0}
+        output = answer.completion_tokens + _thinking_tokens(thinking)
+        usage = {"output_tokens": output if parsed.report_usage else 0}
         frames.append(
             sse({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta")
         )
@@ -186,21 +274,41 @@ class MessagesWire:
         return frames
 
 
-def _text_frames(words: list[str]) -> list[bytes]:
+def _thinking_tokens(thinking: dict[str, Any] | None) -> int:
+    return count_tokens(thinking["thinking"]) if thinking else 0
+
+
+def _thinking_frames(thinking: dict[str, Any]) -> list[bytes]:
+    block = {"type": "thinking", "thinking": "", "signature": ""}
+    start = {"type": "content_block_start", "index": 0, "content_block": block}
+    frames = [sse(start, "content_block_start")]
+    deltas: list[dict[str, Any]] = [
+        {"type": "thinking_delta", "thinking": word} for word in stream_pieces(thinking["thinking"])
+    ]
+    deltas.append({"type": "signature_delta", "signature": thinking["signature"]})
+    for delta in deltas:
+        frames.append(
+            sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
+        )
+    frames.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+    return frames
+
+
+def _text_frames(words: list[str], index: int = 0) -> list[bytes]:
     block = {
         "type": "content_block_start",
-        "index": 0,
+        "index": index,
         "content_block": {"type": "text", "text": ""},
     }
     frames = [sse(block, "content_block_start")]
     for word in words:
         delta = {
             "type": "content_block_delta",
-            "index": 0,
+            "index": index,
             "delta": {"type": "text_delta", "text": word},
         }
         frames.append(sse(delta, "content_block_delta"))
-    frames.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+    frames.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
     return frames
 
 
@@ -225,11 +333,8 @@ def _tool_use_frames(index: int, call_id: str, name: str, arguments: str) -> lis
     return frames
 
 
-MESSAGES = MessagesWire()
-
-
 async def messages(state: FakeState, req: HttpRequest, resp: HttpResponder) -> None:
-    await serve_exchange(state, MESSAGES, req, resp)
+    await serve_exchange(state, MessagesWire(state.prompt_cache), req, resp)
 
 
 ROUTES = (("POST", "/v1/messages", messages),)

@@ -198,6 +198,8 @@ class FakeState:
     requests: deque[RecordedRequest] = field(default_factory=lambda: deque(maxlen=500))
     metrics: dict[str, ModelMetrics] = field(default_factory=dict)
     connections_dropped: int = 0
+    prompt_cache: set[str] = field(default_factory=set)
+    """The prompt prefixes cached so far (Anthropic's ``cache_control``; ``fake_anthropic``)."""
 
     def behaviour_for(self, model: str | None) -> Behaviour:
         if model is not None and model in self.per_model:
@@ -220,6 +222,7 @@ class FakeState:
         self.requests.clear()
         self.metrics.clear()
         self.connections_dropped = 0
+        self.prompt_cache.clear()
 
     def model_metrics(self, model: str) -> ModelMetrics:
         metrics = self.metrics.get(model)

@@ -71,8 +71,13 @@ class Answer:
     @property
     def words(self) -> list[str]:
         """The text split into streamable pieces (each ends with its space)."""
-        parts = self.text.split(" ")
-        return [p + " " for p in parts[:-1]] + [parts[-1]] if self.text else []
+        return stream_pieces(self.text)
+
+
+def stream_pieces(text: str) -> list[str]:
+    """``text`` split into streamable pieces (each ends with its space)."""
+    parts = text.split(" ")
+    return [p + " " for p in parts[:-1]] + [parts[-1]] if text else []
 
 
 def count_tokens(text: str) -> int:

@@ -13,6 +13,13 @@ upstream-attempt and usage-event spans under it (``hyperinfer.client.spans``). W
 a tracer no span is made and the incoming ``traceparent`` is passed to the usage event
 as is.
 
+``/v1/messages`` in front of an Anthropic backend passes through: the caller's body goes
+upstream as it came (only ``model`` and ``stream`` set) and Anthropic's answer or events
+come back as sent, but for ``model``, which names the alias asked for on every backend
+(as the translated answers do); thinking, prompt caching and its usage, ``top_k``,
+``metadata``, documents all survive. In front of any other backend (a fallback of an
+Anthropic primary, say) the request is translated to OpenAI shape and the answer back.
+
 Streams are SSE: OpenAI ``data: {chunk}`` events ending with ``data: [DONE]``, or
 Anthropic's event sequence on ``/v1/messages``. A failure after the first byte ends
 the stream with an explicit error event and no ``[DONE]``/``message_stop``. A client
@@ -36,7 +43,7 @@ from hyperinfer.client.anthropic_format import (
     sse_event,
     to_messages_response,
 )
-from hyperinfer.client.dataplane import ChatStream, DataPlane, new_request_id
+from hyperinfer.client.dataplane import ChatStream, DataPlane, Outcome, new_request_id
 from hyperinfer.client.errors import (
     HyperInferError,
     InvalidRequest,
@@ -122,6 +129,39 @@ class AnthropicSse:
 
     def error(self, exc: HyperInferError) -> bytes:
         return sse_event("error", anthropic_error(exc))
+
+
+class AnthropicPassthroughSse:
+    """An Anthropic backend's events as they came, the alias in ``message_start``'s model."""
+
+    def __init__(self, alias: str) -> None:
+        self._alias = alias
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        kind = str(chunk.get("type", ""))
+        message = chunk.get("message")
+        if kind == "message_start" and isinstance(message, dict):
+            message["model"] = self._alias
+        return sse_event(kind, chunk)
+
+    def end(self) -> bytes:
+        return b""  # the upstream's message_stop has passed
+
+    def error(self, exc: HyperInferError) -> bytes:
+        return sse_event("error", anthropic_error(exc))
+
+
+def messages_sse(stream: ChatStream, alias: str) -> SseFormat:
+    if stream.shape == "anthropic":
+        return AnthropicPassthroughSse(alias)
+    return AnthropicSse(alias)
+
+
+def messages_answer(outcome: Outcome, alias: str) -> dict[str, Any]:
+    """The Messages response: an Anthropic backend's as it came (but the model), or translated."""
+    if outcome.shape == "anthropic":
+        return {**outcome.body, "model": alias}
+    return to_messages_response(outcome.body, alias)
 
 
 Handler = Callable[[Scope, Receive, Send, Exchange], Awaitable[None]]
@@ -290,19 +330,22 @@ class HotRoutes:
                 caller,
                 request,
                 api="messages",
+                anthropic_body=body,
                 traceparent=exchange.traceparent,
                 request_id=exchange.request_id,
             )
-            await self._stream(receive, send, stream, AnthropicSse(alias), exchange, anthropic=True)
+            fmt = messages_sse(stream, alias)
+            await self._stream(receive, send, stream, fmt, exchange, anthropic=True)
             return
         outcome = await self.plane.chat(
             caller,
             request,
             api="messages",
+            anthropic_body=body,
             traceparent=exchange.traceparent,
             request_id=exchange.request_id,
         )
-        answer = orjson.dumps(to_messages_response(outcome.body, alias))
+        answer = orjson.dumps(messages_answer(outcome, alias))
         headers = {**outcome.headers, "request-id": exchange.request_id}
         await send_json(send, 200, answer, exchange.request_id, headers)
 

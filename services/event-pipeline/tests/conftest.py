@@ -50,6 +50,7 @@ async def harness(
             ack_wait_s=1.0,
             max_attempts=4,
             capacity=cap,
+            sweep_interval_s=0.2,  # every JetStream test runs beside a busy exhausted sweep
         )
         store = JetStreamDeadLetters(nats.client)
     else:

@@ -116,6 +116,7 @@ def build_queue(
             ack_wait_s=settings.ack_wait_s,
             max_attempts=settings.max_attempts,
             capacity=settings.queue_capacity,
+            sweep_interval_s=settings.exhausted_sweep_interval_s,
         )
         return queue, [js_dlq]
     redis_queue = RedisQueue(

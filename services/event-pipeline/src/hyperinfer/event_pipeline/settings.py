@@ -53,6 +53,12 @@ class EventPipelineSettings(ServiceSettings):
     retry_cap_s: float = Field(default=300.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=1000)
     sweep_interval_s: float = Field(default=5.0, gt=0)
+    exhausted_sweep_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="JetStream: how often to dead-letter jobs whose max-deliveries advisory "
+        "no pipeline process saw (also once at start)",
+    )
 
     # --- DLQ -----------------------------------------------------------------------------
     dlq_replay_rate_per_s: float = Field(default=50.0, gt=0)

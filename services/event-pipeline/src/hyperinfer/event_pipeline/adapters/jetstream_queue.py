@@ -5,10 +5,25 @@ retention, file storage, ``discard: new`` at the per-priority cap, dedupe window
 ``Nats-Msg-Id``), one durable pull consumer per stream with explicit acks,
 ``max_deliver`` = max attempts. Messages are pulled with our own ``no_wait`` batch
 requests, so a fetch never blocks and never asks for more than the free slots.
+
 Messages that hit ``max_deliver`` (a worker crashed or timed out on their last
-delivery) stay in a work-queue stream, skipped; the max-deliveries advisory tells us
-their sequence and ``watch_exhausted`` moves them out (``get_msg`` → callback →
-``delete_msg``).
+delivery) stay in a work-queue stream, skipped. ``watch_exhausted`` moves them out
+(``get_msg`` → callback → ``delete_msg``) on two paths:
+
+- the max-deliveries advisory names their sequence. It is core NATS, so one fired
+  while no pipeline process listened is lost;
+- a sweep, at start and every ``sweep_interval_s``, finds them without the advisory.
+  The consumer info does not list pending sequences, but (measured on NATS 2.9.10
+  and 2.15.1) nothing up to ``ack_floor.stream_seq`` is pending, and with
+  ``num_ack_pending == 0`` nothing up to ``delivered.stream_seq`` is. Pending covers
+  in flight, nak'ed and awaiting redelivery; a delivered message that is not pending
+  was acked or termed (both delete it from a work-queue stream) or exhausted, so one
+  still there is exhausted. The floor only moves on an ack, so under constant load
+  an exhausted message above it waits for an ack that empties the pending set.
+
+Both paths take one message at a time per process (``_moving``); another replica
+moving the same message writes the same DLQ ``Nats-Msg-Id`` (original id and
+deliveries), which the DLQ stream's dedupe window drops.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from hyperinfer.client.lifecycle import raise_if_cancelled, stop_task
 from hyperinfer.contracts import Priority, names
 from hyperinfer.event_pipeline.errors import QueueFull, QueueUnavailable
 from hyperinfer.event_pipeline.ports import (
@@ -35,12 +51,13 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
 log = get_logger(__name__)
 ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
 _PULL_TIMEOUT_S = 2.0
+_DELETED_ALREADY = 10057  # STREAM.MSG.DELETE of a missing sequence (another process moved it)
 
 
 class JetStreamDelivery:
@@ -139,6 +156,8 @@ class JetStreamQueue:
         ack_wait_s: float,
         max_attempts: int,
         capacity: int | None = None,
+        sweep_interval_s: float = 30.0,
+        sweep_batch: int = 200,
     ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
@@ -146,8 +165,12 @@ class JetStreamQueue:
         self._ack_wait_s = ack_wait_s
         self._max_attempts = max_attempts
         self._configs = _job_streams(stream_configs, capacity)
+        self._sweep_interval_s = sweep_interval_s
+        self._sweep_batch = sweep_batch
         self._pullers: dict[Priority, _Puller] = {}
         self._advisory_subs: list[Subscription] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self._moving: set[tuple[str, int]] = set()
 
     @property
     def stream_configs(self) -> dict[Priority, StreamConfig]:
@@ -220,32 +243,101 @@ class JetStreamQueue:
             subject = ADVISORY.format(stream=stream, consumer=self._consumer)
             handler = self._advisory_handler(priority, callback)
             self._advisory_subs.append(await self._nc.subscribe(subject, cb=handler))
+        self._sweeper = asyncio.create_task(self._sweep_forever(callback), name="jetstream-sweep")
 
     def _advisory_handler(self, priority: Priority, callback: ExhaustedCallback) -> Any:
         async def on_advisory(msg: Msg) -> None:
             try:
                 advisory = orjson.loads(msg.data)
-                await self._move_exhausted(priority, advisory, callback)
+                stream, seq = str(advisory["stream"]), int(advisory["stream_seq"])
+                deliveries = int(advisory.get("deliveries", self._max_attempts))
+                await self._move_exhausted(priority, stream, seq, deliveries, callback)
             except Exception:
                 log.exception("max-deliveries advisory not handled", extra={"data": msg.data[:200]})
 
         return on_advisory
 
+    async def _sweep_forever(self, callback: ExhaustedCallback) -> None:
+        while True:
+            for priority in self._configs:
+                try:
+                    await self.sweep(priority, callback)
+                except Exception as exc:
+                    raise_if_cancelled()  # a cancel a library turned into an error
+                    log.warning(
+                        "exhausted sweep failed",
+                        extra={"priority": priority.value, "error": f"{type(exc).__name__}: {exc}"},
+                    )
+            await asyncio.sleep(self._sweep_interval_s)
+
+    async def sweep(self, priority: Priority, callback: ExhaustedCallback) -> int:
+        """Move up to ``sweep_batch`` messages the consumer gave up on; returns how many."""
+        stream = names.jobs_stream(priority)
+        info = await self._js.consumer_info(stream, self._consumer)
+        through = given_up_through(info)
+        deliveries = int(info.config.max_deliver or self._max_attempts)
+        moved, seq = 0, 1
+        for _ in range(self._sweep_batch):
+            found = await self._next_seq(stream, seq, through)
+            if found is None:
+                break
+            moved += await self._move_exhausted(priority, stream, found, deliveries, callback)
+            seq = found + 1
+        if moved:
+            log.warning("exhausted jobs swept", extra={"stream": stream, "count": moved})
+        return moved
+
+    async def _next_seq(self, stream: str, seq: int, through: int) -> int | None:
+        """The first message at ``seq`` or after it, if it is at ``through`` or before."""
+        if seq > through:
+            return None
+        try:
+            raw = await self._js.get_msg(stream, seq, subject=">", next=True)
+        except NotFoundError:
+            return None
+        found = int(raw.seq or 0)
+        return found if 0 < found <= through else None
+
     async def _move_exhausted(
-        self, priority: Priority, advisory: dict[str, Any], callback: ExhaustedCallback
-    ) -> None:
-        stream, seq = str(advisory["stream"]), int(advisory["stream_seq"])
+        self,
+        priority: Priority,
+        stream: str,
+        seq: int,
+        deliveries: int,
+        callback: ExhaustedCallback,
+    ) -> bool:
+        if (stream, seq) in self._moving:
+            return False  # the advisory and the sweep met on it: the other one moves it
+        self._moving.add((stream, seq))
+        try:
+            return await self._move(priority, stream, seq, deliveries, callback)
+        finally:
+            self._moving.discard((stream, seq))
+
+    async def _move(
+        self,
+        priority: Priority,
+        stream: str,
+        seq: int,
+        deliveries: int,
+        callback: ExhaustedCallback,
+    ) -> bool:
         try:
             raw = await self._js.get_msg(stream, seq)
         except NotFoundError:
-            return  # acked or already moved
+            return False  # acked or already moved
         headers = {k: str(v) for k, v in (raw.headers or {}).items()}
-        deliveries = int(advisory.get("deliveries", self._max_attempts))
         await callback(priority, str(raw.subject), raw.data or b"", headers, deliveries)
-        with contextlib.suppress(NotFoundError):
+        try:
             await self._js.delete_msg(stream, seq)
+        except APIError as exc:  # 2.9 and 2.15 answer 500/10057, not 404, when it is gone
+            if exc.err_code != _DELETED_ALREADY:
+                raise
+        return True
 
     async def close(self) -> None:
+        await stop_task(self._sweeper)
+        self._sweeper = None
         for puller in self._pullers.values():
             await puller.stop()
         for sub in self._advisory_subs:
@@ -304,6 +396,17 @@ class JetStreamDeadLetters:
     async def depth(self) -> int:
         info = await _stream_info(self._nc, names.DLQ_STREAM)
         return int(info.get("state", {}).get("messages", 0))
+
+
+def given_up_through(info: ConsumerInfo) -> int:
+    """The stream sequence up to which the consumer will deliver nothing again.
+
+    Everything up to the ack floor is done; with nothing pending, everything delivered
+    is. A message still in the stream there exhausted its deliveries.
+    """
+    if info.num_ack_pending == 0 and info.delivered is not None:
+        return int(info.delivered.stream_seq)
+    return int(info.ack_floor.stream_seq) if info.ack_floor is not None else 0
 
 
 def _job_streams(configs: list[StreamConfig], capacity: int | None) -> dict[Priority, StreamConfig]:

@@ -82,6 +82,17 @@ def assert_passed_through(received: dict[str, Any], sent: dict[str, Any]) -> Non
     assert received == {**sent, "model": "claude-x"}
 
 
+def stream_raw(url: str, api_key: str) -> tuple[httpx.Response, bytes]:
+    """``WIRE_BODY`` streamed through the ingress: the response and its raw SSE bytes."""
+    with httpx.stream(
+        "POST",
+        url + "/v1/messages",
+        json={**WIRE_BODY, "stream": True},
+        headers={"x-api-key": api_key},
+    ) as response:
+        return response, response.read()
+
+
 def charged(usage: anthropic.types.Usage) -> int:
     return (
         usage.input_tokens
@@ -176,13 +187,7 @@ def test_stream_events_are_anthropic_s_own(
 ) -> None:
     world = claude_world(claude_fake)
     ingress = start_ingress(world)
-    with httpx.stream(
-        "POST",
-        ingress.url + "/v1/messages",
-        json={**WIRE_BODY, "stream": True},
-        headers={"x-api-key": world.api_key},
-    ) as response:
-        raw = response.read()
+    response, raw = stream_raw(ingress.url, world.api_key)
     assert response.status_code == 200
     assert len(response.headers["x-request-id"]) == 32
     assert response.headers["request-id"] == response.headers["x-request-id"]
@@ -274,13 +279,7 @@ def test_stream_cut_upstream_ends_with_an_error_event(
     claude_fake.configure(fault="cut_stream", fault_after_frames=5)
     world = claude_world(claude_fake)
     ingress = start_ingress(world)
-    with httpx.stream(
-        "POST",
-        ingress.url + "/v1/messages",
-        json={**WIRE_BODY, "stream": True},
-        headers={"x-api-key": world.api_key},
-    ) as response:
-        raw = response.read()
+    raw = stream_raw(ingress.url, world.api_key)[1]
     assert raw.startswith(b"event: message_start")
     assert b"thinking_delta" in raw
     assert raw.rstrip().split(b"\n\n")[-1].startswith(b"event: error")

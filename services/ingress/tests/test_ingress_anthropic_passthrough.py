@@ -182,6 +182,27 @@ def test_streamed_thinking_passes_through(
     assert event["tokens_estimated"] is False
 
 
+def test_the_callers_beta_header_goes_to_the_anthropic_backend(
+    claude_fake: FakeUpstream, start_ingress: IngressFactory
+) -> None:
+    world = claude_world(claude_fake)
+    ingress = start_ingress(world)
+    beta = "interleaved-thinking-2025-05-14"
+    client = anthropic.Anthropic(base_url=ingress.url, api_key=world.api_key)
+    try:
+        client.messages.create(**REQUEST, extra_headers={"anthropic-beta": beta})
+        with client.messages.stream(**REQUEST, extra_headers={"anthropic-beta": beta}) as s:
+            s.get_final_message()
+        client.messages.create(**REQUEST)
+    finally:
+        client.close()
+    with_beta, streamed, without = claude_fake.requests
+    assert with_beta.headers.get("anthropic-beta") == beta
+    assert streamed.headers.get("anthropic-beta") == beta
+    assert "anthropic-beta" not in without.headers
+    assert with_beta.headers.get("anthropic-version") == "2023-06-01"  # the adapter's own
+
+
 def test_stream_events_are_anthropic_s_own(
     claude_fake: FakeUpstream, start_ingress: IngressFactory
 ) -> None:

@@ -215,12 +215,14 @@ class DataPlane:
         *,
         api: Api = "chat",
         anthropic_body: dict[str, Any] | None = None,
+        anthropic_beta: str | None = None,
         cache_ttl_s: float | None = None,
         traceparent: str | None = None,
         request_id: str | None = None,
     ) -> Outcome:
         """One answer. ``anthropic_body``: the caller's Messages body behind ``request`` (its
-        OpenAI translation), sent as is to a Messages-native candidate (module docstring)."""
+        OpenAI translation), sent as is to a Messages-native candidate (module docstring),
+        with ``anthropic_beta`` (the caller's ``anthropic-beta`` header)."""
         _require_messages(request)
         plan, _ = self._plan(caller, request, "chat" if api == "chat" else "messages")
         prompt = estimate_prompt_tokens(request["messages"])
@@ -233,7 +235,9 @@ class DataPlane:
             cached = await self._cached(cache_key)
             if cached is not None:
                 return self._cache_hit(cached, draft, reservation)
-        shape, body = await self._attempt(plan, draft, _chat_call(request, anthropic_body))
+        shape, body = await self._attempt(
+            plan, draft, _chat_call(request, anthropic_body, anthropic_beta)
+        )
         _take_answer(draft, shape, body)
         self._finish(draft)
         if cache_key is not None and self.cache is not None and cache_ttl_s and shape == "openai":
@@ -248,6 +252,7 @@ class DataPlane:
         *,
         api: Api = "chat",
         anthropic_body: dict[str, Any] | None = None,
+        anthropic_beta: str | None = None,
         traceparent: str | None = None,
         request_id: str | None = None,
     ) -> ChatStream:
@@ -268,7 +273,9 @@ class DataPlane:
         shapes: list[Shape] = []
 
         async def first_chunk(provider: Provider, upstream: Upstream) -> dict[str, Any]:
-            shape, chunks = _open_stream(provider, upstream, request, anthropic_body)
+            shape, chunks = _open_stream(
+                provider, upstream, request, anthropic_body, anthropic_beta
+            )
             try:
                 chunk = await chunks.__anext__()
             except StopAsyncIteration:
@@ -635,13 +642,13 @@ def _require_messages(request: dict[str, Any]) -> None:
 
 
 def _chat_call(
-    request: dict[str, Any], anthropic_body: dict[str, Any] | None
+    request: dict[str, Any], anthropic_body: dict[str, Any] | None, beta: str | None
 ) -> Callable[[Provider, Upstream], Awaitable[ShapedAnswer]]:
     """One candidate's call: the Messages body to a Messages-native provider, else ``request``."""
 
     async def call(provider: Provider, upstream: Upstream) -> ShapedAnswer:
         if anthropic_body is not None and isinstance(provider, MessagesProvider):
-            return "anthropic", await provider.messages(upstream, anthropic_body)
+            return "anthropic", await provider.messages(upstream, anthropic_body, beta)
         return "openai", await provider.chat(upstream, request)
 
     return call
@@ -652,9 +659,10 @@ def _open_stream(
     upstream: Upstream,
     request: dict[str, Any],
     anthropic_body: dict[str, Any] | None,
+    beta: str | None,
 ) -> tuple[Shape, AsyncIterator[dict[str, Any]]]:
     if anthropic_body is not None and isinstance(provider, MessagesProvider):
-        return "anthropic", provider.messages_stream(upstream, anthropic_body)
+        return "anthropic", provider.messages_stream(upstream, anthropic_body, beta)
     return "openai", provider.chat_stream(upstream, request)
 
 

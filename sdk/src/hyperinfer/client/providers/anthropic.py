@@ -51,7 +51,7 @@ class AnthropicProvider:
     def _url(self, upstream: Upstream) -> str:
         return (upstream.base_url or ANTHROPIC_API) + "/v1/messages"
 
-    def _headers(self, upstream: Upstream) -> dict[str, str]:
+    def _headers(self, upstream: Upstream, beta: str | None = None) -> dict[str, str]:
         headers = {
             "content-type": "application/json",
             "anthropic-version": API_VERSION,
@@ -59,6 +59,9 @@ class AnthropicProvider:
         }
         if upstream.api_key:
             headers["x-api-key"] = upstream.api_key
+        if beta:  # the caller's beta features, beside any the backend is configured with
+            configured = headers.get("anthropic-beta")
+            headers["anthropic-beta"] = f"{configured},{beta}" if configured else beta
         return headers
 
     async def chat(self, upstream: Upstream, request: dict[str, Any]) -> dict[str, Any]:
@@ -75,22 +78,24 @@ class AnthropicProvider:
                 for chunk in translator.feed(event):
                     yield chunk
 
-    async def messages(self, upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
+    async def messages(
+        self, upstream: Upstream, body: dict[str, Any], beta: str | None = None
+    ) -> dict[str, Any]:
         """``body`` as is but for ``model``; Anthropic's answer as is."""
         sent = orjson.dumps({**body, "model": upstream.model})
         status, headers, raw = await self._http.post(
-            upstream, self._url(upstream), sent, self._headers(upstream)
+            upstream, self._url(upstream), sent, self._headers(upstream, beta)
         )
         raise_for_status(upstream, status, headers, raw)
         return parse_json_object(upstream, raw)
 
     async def messages_stream(
-        self, upstream: Upstream, body: dict[str, Any]
+        self, upstream: Upstream, body: dict[str, Any], beta: str | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         """``body`` as is but for ``model`` and ``stream``; every event as Anthropic sent it."""
         sent = orjson.dumps({**body, "model": upstream.model, "stream": True})
         async with self._http.stream(
-            upstream, self._url(upstream), sent, self._headers(upstream)
+            upstream, self._url(upstream), sent, self._headers(upstream, beta)
         ) as response:
             if response.status >= 300:
                 raise_for_status(upstream, response.status, response.headers, await response.read())

@@ -104,12 +104,17 @@ class MessagesProvider(Protocol):
     cache usage, ``top_k``, ``metadata``, documents) survives.
     """
 
-    async def messages(self, upstream: Upstream, body: dict[str, Any]) -> dict[str, Any]:
-        """One Messages call with ``body``; the upstream's Messages response dict."""
+    async def messages(
+        self, upstream: Upstream, body: dict[str, Any], beta: str | None = None
+    ) -> dict[str, Any]:
+        """One Messages call with ``body``; the upstream's Messages response dict.
+
+        ``beta``: the caller's ``anthropic-beta`` header, sent on (beta features need it).
+        """
         ...
 
     def messages_stream(
-        self, upstream: Upstream, body: dict[str, Any]
+        self, upstream: Upstream, body: dict[str, Any], beta: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """The stream's event dicts, ``message_start`` to ``message_stop`` (``error`` raises)."""
         ...

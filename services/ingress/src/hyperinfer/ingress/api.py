@@ -77,10 +77,12 @@ class Exchange:
     content_length: int | None
     traceparent: str | None
     cache: str | None
+    anthropic_beta: str | None = None
+    """Sent on to an Anthropic backend with the Messages body it passes through."""
 
     @classmethod
     def of(cls, scope: Scope) -> Exchange:
-        api_key = traceparent = cache = None
+        api_key = traceparent = cache = beta = None
         length: int | None = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -95,7 +97,9 @@ class Exchange:
                 traceparent = value.decode("latin-1")[:128]
             elif name == b"x-hyperinfer-cache":
                 cache = value.decode("latin-1")
-        return cls(new_request_id(), api_key, length, traceparent, cache)
+            elif name == b"anthropic-beta":
+                beta = value.decode("latin-1")[:1024]
+        return cls(new_request_id(), api_key, length, traceparent, cache, beta)
 
 
 class SseFormat(Protocol):
@@ -331,6 +335,7 @@ class HotRoutes:
                 request,
                 api="messages",
                 anthropic_body=body,
+                anthropic_beta=exchange.anthropic_beta,
                 traceparent=exchange.traceparent,
                 request_id=exchange.request_id,
             )
@@ -342,6 +347,7 @@ class HotRoutes:
             request,
             api="messages",
             anthropic_body=body,
+            anthropic_beta=exchange.anthropic_beta,
             traceparent=exchange.traceparent,
             request_id=exchange.request_id,
         )

@@ -170,6 +170,8 @@ async def test_advisory_and_sweeps_racing_on_one_job_dead_letter_it_once(
         await other.close()
     assert len(calls) == 2  # both processes moved it; each met its own advisory
     assert await harness.dlq.depth() == 1  # the DLQ dropped the second copy by its id
+    assert worker._metrics.counts.get("processed_dead_lettered") == 1  # counted once
+    assert [r.getMessage() for r in caplog.records].count("job dead-lettered") == 1
     assert await _depth(harness) == 0
     failures = {"exhausted sweep failed", "max-deliveries advisory not handled"}
     assert not [r.getMessage() for r in caplog.records if r.getMessage() in failures]

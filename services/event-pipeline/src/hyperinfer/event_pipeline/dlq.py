@@ -53,7 +53,9 @@ class DeadLetterer:
         detail: str,
         attempts: int,
         error_class: str | None = None,
-    ) -> dlq_v1.DeadLettered:
+    ) -> dlq_v1.DeadLettered | None:
+        """The entry written, or None: the DLQ holds it already (another replica, or the
+        advisory and the recovery sweep, got there first)."""
         entry = dlq_v1.DeadLettered(
             original_subject=subject,
             original_id=headers.get("Nats-Msg-Id"),
@@ -70,7 +72,11 @@ class DeadLetterer:
             type=dlq_v1.EVENT_DEAD_LETTERED, source=SOURCE, data=entry
         )
         original = headers.get("Nats-Msg-Id") or env.id
-        await self._store.add(orjson.dumps(env.model_dump(mode="json")), f"{original}:{attempts}")
+        stored = await self._store.add(
+            orjson.dumps(env.model_dump(mode="json")), f"{original}:{attempts}"
+        )
+        if not stored:
+            return None
         log.warning(
             "job dead-lettered",
             extra={

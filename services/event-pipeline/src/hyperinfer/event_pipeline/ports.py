@@ -103,7 +103,9 @@ class DeadLetterStore(Protocol):
 
     name: str
 
-    async def add(self, data: bytes, msg_id: str) -> None: ...
+    async def add(self, data: bytes, msg_id: str) -> bool:
+        """Store an entry; False: ``msg_id`` is stored already (a duplicate, dropped)."""
+        ...
 
     async def list(self, limit: int, after: str | None) -> list[StoredDeadLetter]: ...
 

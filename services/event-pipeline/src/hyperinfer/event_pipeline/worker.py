@@ -317,7 +317,7 @@ class WorkerPool:
         headers: Mapping[str, str],
         deliveries: int,
     ) -> None:
-        await self._dead_letters.record(
+        entry = await self._dead_letters.record(
             subject=subject,
             data=data,
             headers=headers,
@@ -325,7 +325,8 @@ class WorkerPool:
             detail="delivery attempts exhausted without an ack (worker crashed or timed out)",
             attempts=deliveries,
         )
-        self._outcome("?", "dead_lettered")
+        if entry is not None:  # None: another replica dead-lettered it already
+            self._outcome("?", "dead_lettered")
 
     def _outcome(self, type_: str, outcome: str) -> None:
         self._metrics.processed.labels(type_, outcome).inc()

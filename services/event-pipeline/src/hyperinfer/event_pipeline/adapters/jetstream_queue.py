@@ -357,8 +357,11 @@ class JetStreamDeadLetters:
         self._js = nc.jetstream()
         self._subject = names.dlq_subject(source)
 
-    async def add(self, data: bytes, msg_id: str) -> None:
-        await self._js.publish(self._subject, data, timeout=5, headers={"Nats-Msg-Id": msg_id})
+    async def add(self, data: bytes, msg_id: str) -> bool:
+        ack = await self._js.publish(
+            self._subject, data, timeout=5, headers={"Nats-Msg-Id": msg_id}
+        )
+        return not ack.duplicate
 
     async def list(self, limit: int, after: str | None) -> list[StoredDeadLetter]:
         state = (await _stream_info(self._nc, names.DLQ_STREAM)).get("state", {})

@@ -317,15 +317,16 @@ class RedisDeadLetters:
         self._max_age_ms = int(max_age_s * 1000)
         self._window_ms = int(dedupe_window_s * 1000)
 
-    async def add(self, data: bytes, msg_id: str) -> None:
+    async def add(self, data: bytes, msg_id: str) -> bool:
         if not await self._client.set(
             DEDUPE_PREFIX + "dlq:" + msg_id, 1, nx=True, px=self._window_ms
         ):
-            return
+            return False
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.xadd(self._stream, {"envelope": data}, maxlen=_DLQ_MAXLEN, approximate=True)
             pipe.xtrim(self._stream, minid=str(_now_ms() - self._max_age_ms), approximate=True)
             await pipe.execute()
+        return True
 
     async def list(self, limit: int, after: str | None) -> list[StoredDeadLetter]:
         start = f"({after}" if after else "-"

@@ -12,8 +12,11 @@
 #
 # The packages stay out of uv.lock on purpose: the llama-cpp-python wheel comes from a
 # local folder when there is one (HYPERINFER_WHEELS_DIR, default $ROOT/../shared/wheels),
-# else it is built from source (about 20 min on 2 cores). `uv sync --inexact` leaves them
-# in place.
+# then from this machine's wheel cache (HYPERINFER_WHEEL_CACHE, default
+# ~/.cache/hyperinfer/wheels, filled from that folder whenever a checkout sees it, so a
+# clone elsewhere on the machine finds it too), else it is built from source (about 20 min
+# on 2 cores; uv keeps that build in its own cache). `uv sync --inexact` leaves them in
+# place.
 
 if ! declare -F say >/dev/null; then
   # shellcheck source=common.sh
@@ -39,13 +42,29 @@ ensure_build_tools() {
   apt_install build-essential
 }
 
+WHEEL_CACHE="${HYPERINFER_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hyperinfer/wheels}"
+
+# prints the folder holding the llama-cpp-python wheel (the given one, else the cache),
+# after copying the given one's wheel into the cache
+find_llama_wheels() { # dir
+  local wheel
+  wheel=$(compgen -G "$1/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl" | head -n 1) || wheel=""
+  if [ -n "$wheel" ]; then
+    mkdir -p "$WHEEL_CACHE" && cp -n "$wheel" "$WHEEL_CACHE/" 2>/dev/null || true
+    echo "$1"
+  elif compgen -G "$WHEEL_CACHE/llama_cpp_python-$LLAMA_CPP_VERSION-*.whl" >/dev/null; then
+    echo "$WHEEL_CACHE"
+  fi
+}
+
 ensure_local_model_packages() {
+  local wheels
+  wheels=$(find_llama_wheels "${HYPERINFER_WHEELS_DIR:-$ROOT/../shared/wheels}")
   local_model_packages_present && return 0
   ensure_uv
   [ -x "$VENV_PY" ] || ensure_python_deps
-  local wheels="${HYPERINFER_WHEELS_DIR:-$ROOT/../shared/wheels}"
   local spec="llama-cpp-python[server]==$LLAMA_CPP_VERSION"
-  if [ -d "$wheels" ]; then
+  if [ -n "$wheels" ]; then
     say "local model: installing $spec from $wheels"
     uv pip install -q --python "$VENV_PY" --find-links "$wheels" "$spec" \
       || die "could not install $spec from $wheels"
